@@ -1,0 +1,39 @@
+# One install, one demo, one test command. Everything runs from the project's own .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FS := $(VENV)/bin/featurestream
+PYTEST_ARGS ?=
+
+.PHONY: install services-up services-down test demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+services-up: install
+	$(FS) services up
+
+services-down: install
+	$(FS) services down
+
+# Starts what is not already running, runs the suite, stops only what it started; exit code is pytest's.
+test: install
+	@started="$$($(FS) services up --print-started)" || exit $$?; \
+	echo "services started for the tests: $${started:-none}"; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ -n "$$started" ]; then $(FS) services down $$started; fi; \
+	exit $$rc
+
+demo: install
+	$(FS) demo
+
+bench: install
+	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit $$?; done
+
+clean:
+	rm -rf .services/*/data .pytest_cache feature_repo/data

@@ -1,0 +1,5 @@
+"""The `featurestream` command line."""
+
+from featurestream.cli.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,20 @@
+"""The root `featurestream` command: one sub-command per part of the product."""
+
+import typer
+
+from featurestream.cli import services
+from featurestream.cli.demo import demo
+from featurestream.cli.generate import generate
+from featurestream.cli.repo import apply, show
+
+app = typer.Typer(
+    help="featurestream: streaming features from Kafka into Redis, Feast-compatible serving, "
+    "point-in-time training sets.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(services.app, name="services")
+app.command()(generate)
+app.command()(apply)
+app.command()(show)
+app.command()(demo)
