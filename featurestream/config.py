@@ -8,6 +8,7 @@
 | FEATURESTREAM_STATE_DIR | `./.services` (pid files, logs, Kafka and Redis data) |
 | FEATURESTREAM_KAFKA_LIBS | `<state dir>/kafka/libs` (the broker's jar cache) |
 | FEATURESTREAM_KAFKA_HEAP | 768m |
+| FEATURESTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CA_LOCATION, _SSL_CERTIFICATE_LOCATION, _SSL_KEY_LOCATION | unset (PLAINTEXT) |
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Settings:
     state_dir: Path
     kafka_libs: Path
     kafka_heap: str
+    kafka_security: dict[str, str]
 
     @property
     def redis_endpoint(self) -> Endpoint:
@@ -99,4 +101,21 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         state_dir=state_dir,
         kafka_libs=Path(env.get("FEATURESTREAM_KAFKA_LIBS") or state_dir / "kafka" / "libs").resolve(),
         kafka_heap=env.get("FEATURESTREAM_KAFKA_HEAP") or "768m",
+        kafka_security={
+            option: env[variable] for option, variable in KAFKA_SECURITY_ENV.items() if env.get(variable)
+        },
     )
+
+
+KAFKA_SECURITY_ENV = {
+    option: "FEATURESTREAM_KAFKA_" + option.upper().replace(".", "_")
+    for option in (
+        "security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
+        "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+    )
+}
+
+
+def kafka_client_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings shared by every producer and consumer we create."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, **settings.kafka_security}

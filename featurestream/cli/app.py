@@ -3,6 +3,7 @@
 import typer
 
 from featurestream.cli import services
+from featurestream.cli.stream import materialize_app, replay_command
 from featurestream.cli.demo import demo
 from featurestream.cli.generate import generate
 from featurestream.cli.repo import apply, show
@@ -14,6 +15,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services.app, name="services")
+app.add_typer(materialize_app, name="materialize")
+app.command("replay")(replay_command)
 app.command()(generate)
 app.command()(apply)
 app.command()(show)

@@ -1,0 +1,57 @@
+"""Tile series: the partials a windowed view keeps, shared between its aggregations.
+
+Aggregations over the same column and slide share tiles (a 5 min and a 1 h
+count with a 1 min slide read the same `n` partials), so a view stores one
+series per (column, slide) holding the union of the components its functions need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from featurestream.definitions import StreamViewSpec
+
+# function -> the components of its partial (see featurestream.windows.aggregations)
+FUNCTION_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "count": ("n",),
+    "sum": ("s",),
+    "mean": ("n", "s"),
+    "var": ("n", "s", "q"),
+    "stddev": ("n", "s", "q"),
+    "min": ("lo",),
+    "max": ("hi",),
+    "last": ("lv",),
+}
+COMPONENT_ORDER = ("n", "s", "q", "lo", "hi", "lv")
+LAST_KEY = "lk"  # the order key stored beside `lv`
+
+
+@dataclass(frozen=True)
+class Series:
+    column: str
+    slide_ms: int
+    components: tuple[str, ...]
+
+
+def view_series(view: StreamViewSpec) -> tuple[Series, ...]:
+    """The series of a windowed view, in a stable order."""
+    needed: dict[tuple[str, int], set[str]] = {}
+    for agg in view.aggregations:
+        if agg.slide_ms is None:
+            continue
+        needed.setdefault((agg.column, agg.slide_ms), set()).update(FUNCTION_COMPONENTS[agg.function])
+    return tuple(
+        Series(column, slide, tuple(c for c in COMPONENT_ORDER if c in comps))
+        for (column, slide), comps in sorted(needed.items())
+    )
+
+
+def retention_ms(view: StreamViewSpec) -> int:
+    """How far behind the newest event a tile is still needed: the longest window plus the lateness."""
+    longest = max((a.window_ms or 0 for a in view.aggregations), default=0)
+    return longest + view.source.lateness_ms
+
+
+def order_key(ts_ms: int, partition: int, offset: int) -> str:
+    """Fixed width, so string order is (event time, partition, offset) order, in Lua as in Python."""
+    return f"{ts_ms:015d}{partition:06d}{offset:019d}"

@@ -1,0 +1,111 @@
+"""The event log: every accepted event once, in Parquet files named by topic, partition and offset range.
+
+Files are written whole under a temporary name and renamed, so a reader never
+sees half a file; after a crash, files past the applied progress are removed and
+rewritten, which makes the log exactly-once without any coordination.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurestream.definitions import StreamSourceSpec
+
+ARROW_TYPES = {
+    "string": pa.string(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+}
+PARTITION_COLUMN = "_partition"
+OFFSET_COLUMN = "_offset"
+_NAME = re.compile(r"^(?P<topic>.+)-p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+
+
+def event_log_schema(source: StreamSourceSpec) -> pa.Schema:
+    columns = [pa.field(name, ARROW_TYPES[kind]) for name, kind in source.schema.items()]
+    return pa.schema([*columns, pa.field(PARTITION_COLUMN, pa.int32()), pa.field(OFFSET_COLUMN, pa.int64())])
+
+
+def file_name(topic: str, partition: int, first: int, last: int) -> str:
+    return f"{topic}-p{partition:04d}-o{first:012d}-{last:012d}.parquet"
+
+
+@dataclass
+class _Buffer:
+    columns: dict[str, list[Any]]
+    first: int = -1
+    last: int = -1
+    rows: int = 0
+
+
+@dataclass
+class EventLogWriter:
+    """Buffers accepted events per partition and writes them as one file per partition and flush."""
+
+    source: StreamSourceSpec
+    directory: Path
+    _buffers: dict[int, _Buffer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._schema = event_log_schema(self.source)
+        self._columns = list(self.source.schema)
+
+    def append(self, partition: int, offset: int, row: dict[str, Any], ts_ms: int) -> None:
+        buffer = self._buffers.get(partition)
+        if buffer is None:
+            buffer = self._buffers[partition] = _Buffer({c: [] for c in (*self._columns, OFFSET_COLUMN)})
+            buffer.first = offset
+        for column in self._columns:
+            buffer.columns[column].append(row[column])
+        buffer.columns[self.source.timestamp_field][-1] = ts_ms
+        buffer.columns[OFFSET_COLUMN].append(offset)
+        buffer.last = offset
+        buffer.rows += 1
+
+    @property
+    def pending(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    def flush(self, partitions: set[int] | None = None) -> list[Path]:
+        """Write the buffered events of `partitions` (all by default); returns the files written."""
+        written = []
+        for partition in sorted(self._buffers if partitions is None else partitions & self._buffers.keys()):
+            buffer = self._buffers.pop(partition)
+            arrays = [pa.array(buffer.columns[c], type=self._schema.field(c).type) for c in self._columns]
+            arrays.append(pa.array([partition] * buffer.rows, type=pa.int32()))
+            arrays.append(pa.array(buffer.columns[OFFSET_COLUMN], type=pa.int64()))
+            table = pa.Table.from_arrays(arrays, schema=self._schema)
+            final = self.directory / file_name(self.source.topic, partition, buffer.first, buffer.last)
+            temporary = final.with_name(f".{final.name}.tmp")
+            pq.write_table(table, temporary, compression="zstd")
+            os.replace(temporary, final)
+            written.append(final)
+        return written
+
+    def discard(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self._buffers.pop(partition, None)
+
+    def remove_after(self, partition: int, applied_offset: int) -> list[Path]:
+        """Delete files (and leftovers) of `partition` holding offsets past what was applied."""
+        removed = []
+        for path in self.directory.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                continue
+            match = _NAME.match(path.name)
+            if (match and match["topic"] == self.source.topic and int(match["partition"]) == partition
+                    and int(match["first"]) > applied_offset):
+                path.unlink()
+                removed.append(path)
+        return removed

@@ -1,0 +1,238 @@
+"""The consumer loop: micro-batches from Kafka into Redis and the event log, exactly once.
+
+Order of effects per flush: Redis state (every micro-batch) -> event-log files ->
+dead letters acknowledged -> progress in Redis -> Kafka offsets committed.
+A crash anywhere replays from the recorded progress; fenced Redis writes and
+offset-named event-log files make the replay change nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from featurestream.definitions import RepoSpecs, StreamViewSpec
+from materializers.stream import metrics
+from materializers.stream.dead_letters import DeadLetters
+from materializers.stream.progress import PartitionProgress, ProgressStore
+from materializers.stream.redis_sink import RedisSink
+from materializers.stream.source import SourcePipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamOptions:
+    group: str
+    kafka_config: dict[str, Any] = field(default_factory=dict)  # bootstrap.servers, security settings
+    batch_size: int = 10_000
+    batch_timeout_s: float = 0.02
+    flush_interval_s: float = 2.0
+    flush_events: int = 200_000
+    idle_exit_s: float | None = None  # stop after this long with nothing to read (tests, backfills)
+    event_log: bool = True
+
+
+def select_views(specs: RepoSpecs, names: list[str] | None) -> list[StreamViewSpec]:
+    if not names:
+        return list(specs.stream_views.values())
+    unknown = [n for n in names if n not in specs.stream_views]
+    if unknown:
+        raise ValueError(
+            f"unknown stream feature view {', '.join(unknown)}; known: {', '.join(sorted(specs.stream_views))}"
+        )
+    return [specs.stream_views[n] for n in names]
+
+
+class StreamMaterializer:
+    def __init__(self, project: str, views: list[StreamViewSpec], client: redis.Redis, options: StreamOptions,
+                 event_log_root: Callable[[StreamViewSpec], Path | None] | None = None) -> None:
+        if not views:
+            raise ValueError("no stream feature view to materialize")
+        self.options = options
+        self.client = client
+        by_topic: dict[str, list[StreamViewSpec]] = {}
+        for view in views:
+            by_topic.setdefault(view.source.topic, []).append(view)
+        self.pipelines: dict[str, SourcePipeline] = {}
+        for topic, topic_views in by_topic.items():
+            source = topic_views[0].source
+            log_dir = None
+            if options.event_log and source.event_log_path:
+                log_dir = event_log_root(topic_views[0]) if event_log_root else Path(source.event_log_path)
+            self.pipelines[topic] = SourcePipeline(project, source, topic_views, log_dir)
+        self.progress = ProgressStore(client, project, options.group)
+        self.sink = RedisSink(client)
+        self.dead_letters = DeadLetters(options.kafka_config)
+        self._stopping = False
+        self._pending_events = 0
+        self._last_flush = time.monotonic()
+        self._consumer: Consumer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        """Finish the current batch, flush, commit, and leave the loop (signal-handler safe)."""
+        self._stopping = True
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self.stop)
+            except ValueError:  # not the main thread (tests): the caller stops us
+                pass
+        consumer = Consumer({
+            **self.options.kafka_config,
+            "group.id": self.options.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 10,
+        })
+        self._consumer = consumer
+        consumer.subscribe(list(self.pipelines), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        idle_since = time.monotonic()
+        last_metrics = time.monotonic()
+        try:
+            while not self._stopping:
+                messages = consumer.consume(self.options.batch_size, self.options.batch_timeout_s)
+                now = time.monotonic()
+                if messages:
+                    self._process(messages)
+                    idle_since = now
+                elif self.options.idle_exit_s is not None and now - idle_since > self.options.idle_exit_s:
+                    break
+                if self._pending_events >= self.options.flush_events or now - self._last_flush >= self.options.flush_interval_s:
+                    self.flush()
+                if now - last_metrics >= 1.0:
+                    self._update_lag(consumer)
+                    last_metrics = now
+        finally:
+            self.flush()
+            consumer.close()
+            self._consumer = None
+
+    # -- the per-batch path --------------------------------------------------------------------
+    def _process(self, messages: list[Any]) -> None:
+        began = time.perf_counter()
+        handled = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("Kafka: %s", error)
+                continue
+            topic = message.topic()
+            pipeline = self.pipelines[topic]
+            partition, offset = message.partition(), message.offset()
+            rejected = pipeline.handle(partition, offset, message.value())
+            if rejected is not None:
+                reason, detail = rejected
+                self.dead_letters.send(topic, partition, offset, message.key(), message.value(), reason, detail)
+                metrics.DEAD_LETTERS.labels(topic, reason).inc()
+            else:
+                metrics.EVENTS.labels(topic).inc()
+            handled += 1
+        tiles = [b for p in self.pipelines.values() for b in p.tiles.values() if len(b)]
+        sessions = [b for p in self.pipelines.values() for b in p.sessions.values() if len(b)]
+        self.sink.write(tiles, sessions)
+        for pipeline in self.pipelines.values():
+            pipeline.new_batch()
+            if pipeline.newest_ts:
+                metrics.FRESHNESS.labels(pipeline.topic).set(time.time() - pipeline.newest_ts / 1000)
+        self._pending_events += handled
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - began)
+        metrics.BATCH_EVENTS.observe(handled)
+
+    def flush(self, only: dict[str, set[int]] | None = None) -> None:
+        """Make everything handled so far durable: event log, dead letters, progress, Kafka offsets."""
+        elapsed = max(time.monotonic() - self._last_flush, 1e-6)
+        metrics.EVENTS_PER_SECOND.set(self._pending_events / elapsed)
+        self.dead_letters.flush()
+        commits = []
+        for topic, pipeline in self.pipelines.items():
+            partitions = set(pipeline.partitions) if only is None else only.get(topic, set()) & set(pipeline.partitions)
+            if not partitions:
+                continue
+            if pipeline.event_log is not None:
+                pipeline.event_log.flush(partitions)
+            progress = {p: pipeline.partitions[p] for p in partitions if pipeline.partitions[p].offset >= 0}
+            self.progress.save(topic, progress)
+            commits += [TopicPartition(topic, p, s.offset + 1) for p, s in progress.items()]
+        if commits and self._consumer is not None:
+            try:
+                self._consumer.commit(offsets=commits, asynchronous=False)
+            except KafkaException as exc:  # progress in Redis is what we resume from; the commit is for lag tools
+                log.warning("offset commit failed: %s", exc)
+        self._pending_events = 0
+        self._last_flush = time.monotonic()
+
+    # -- rebalances ----------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        by_topic: dict[str, list[TopicPartition]] = {}
+        for tp in partitions:
+            by_topic.setdefault(tp.topic, []).append(tp)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        for topic, tps in by_topic.items():
+            pipeline = self.pipelines[topic]
+            stored = self.progress.load(topic, [tp.partition for tp in tps])
+            for tp in tps:
+                progress = stored.get(tp.partition)
+                if progress is None:  # nothing recorded in Redis: Kafka's committed offset, else the beginning
+                    kafka_offset = committed.get((topic, tp.partition), -1)
+                    progress = PartitionProgress(offset=kafka_offset - 1 if kafka_offset >= 0 else -1)
+                pipeline.partitions[tp.partition] = progress
+                tp.offset = progress.offset + 1 if progress.offset >= 0 else OFFSET_BEGINNING
+                if pipeline.event_log is not None:
+                    pipeline.event_log.discard({tp.partition})
+                    pipeline.event_log.remove_after(tp.partition, progress.offset)
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked: dict[str, set[int]] = {}
+        for tp in partitions:
+            revoked.setdefault(tp.topic, set()).add(tp.partition)
+        self.flush(revoked)
+        self._forget(revoked)
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a chance to commit: drop unflushed work, the new owner replays it."""
+        lost: dict[str, set[int]] = {}
+        for tp in partitions:
+            lost.setdefault(tp.topic, set()).add(tp.partition)
+        self._forget(lost)
+
+    def _forget(self, partitions: dict[str, set[int]]) -> None:
+        for topic, numbers in partitions.items():
+            pipeline = self.pipelines[topic]
+            if pipeline.event_log is not None:
+                pipeline.event_log.discard(numbers)
+            for number in numbers:
+                pipeline.partitions.pop(number, None)
+                try:
+                    metrics.LAG.remove(topic, str(number))
+                except KeyError:
+                    pass
+
+    def _update_lag(self, consumer: Consumer) -> None:
+        for topic, pipeline in self.pipelines.items():
+            for partition, progress in pipeline.partitions.items():
+                try:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                except KafkaException:
+                    continue
+                if high >= 0:
+                    metrics.LAG.labels(topic, str(partition)).set(max(high - progress.offset - 1, 0))

@@ -1,0 +1,77 @@
+"""Everything the materializer does for one Kafka source: decode, watermark, udf, dispatch to views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from featurestream.definitions import StreamSourceSpec, StreamViewSpec
+from materializers.stream.decode import LATE, Decoder, Rejected
+from materializers.stream.event_log import EventLogWriter
+from materializers.stream.progress import PartitionProgress
+from materializers.stream.session_batch import SessionBatch
+from materializers.stream.tile_batch import TileBatch
+
+UDF_ERROR = "udf_error"
+
+
+class SourcePipeline:
+    """Per-source state (partitions' progress, buffers) and the per-record path through it."""
+
+    def __init__(self, project: str, source: StreamSourceSpec, views: list[StreamViewSpec],
+                 event_log_dir: Path | None) -> None:
+        self.project = project
+        self.source = source
+        self.topic = source.topic
+        self.views = views
+        keys = tuple(dict.fromkeys(k for v in views for k in v.join_keys))
+        self.decoder = Decoder(source.schema, source.timestamp_field, keys)
+        self.lateness_ms = source.lateness_ms
+        self.partitions: dict[int, PartitionProgress] = {}
+        self.event_log = EventLogWriter(source, event_log_dir) if event_log_dir else None
+        # Views sharing a udf object share its output: it runs once per event.
+        groups: dict[int, tuple[Callable[[dict[str, Any]], dict[str, Any]] | None, list[StreamViewSpec]]] = {}
+        for view in views:
+            groups.setdefault(id(view.udf), (view.udf, []))[1].append(view)
+        self._udf_groups = list(groups.values())
+        self.newest_ts = 0
+        self.new_batch()
+
+    def new_batch(self) -> None:
+        self.tiles = {v.name: TileBatch(self.project, v) for v in self.views if not v.is_session}
+        self.sessions = {v.name: SessionBatch(self.project, v) for v in self.views if v.is_session}
+
+    def handle(self, partition: int, offset: int, value: bytes | None) -> tuple[str, str] | None:
+        """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered."""
+        progress = self.partitions.get(partition)
+        if progress is None:
+            progress = self.partitions[partition] = PartitionProgress()
+        progress.offset = offset
+        try:
+            row, ts_ms = self.decoder.decode(value)
+        except Rejected as rejected:
+            return rejected.reason, rejected.detail
+        watermark = progress.max_ts - self.lateness_ms
+        if ts_ms < watermark:
+            return LATE, f"event time {ts_ms} ms is {watermark - ts_ms} ms behind the watermark {watermark}"
+        derived = []
+        for udf, views in self._udf_groups:
+            try:
+                derived.append((udf(row) if udf is not None else row, views))
+            except Exception as exc:  # a udf bug on one event must not stop the partition
+                return UDF_ERROR, f"{type(exc).__name__}: {exc}"
+        if ts_ms > progress.max_ts:
+            progress.max_ts = ts_ms
+        if ts_ms > self.newest_ts:
+            self.newest_ts = ts_ms
+        if self.event_log is not None:
+            self.event_log.append(partition, offset, row, ts_ms)
+        for out, views in derived:
+            for view in views:
+                entity = tuple(out[k] for k in view.join_keys)
+                if view.is_session:
+                    self.sessions[view.name].add(entity, partition, offset, ts_ms, out)
+                else:
+                    self.tiles[view.name].add(entity, partition, offset, ts_ms, out)
+        return None

@@ -1,0 +1,149 @@
+"""One micro-batch of a windowed view, pre-aggregated per entity, partition and tile.
+
+Pre-aggregating in Python keeps Redis work proportional to distinct tiles, not
+events. Each (entity, partition) becomes one fenced segment of the TILE_MERGE
+script; a segment Redis reports as partly applied (possible only right after a
+crash or rebalance) is resent event by event, so no event counts twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from featurestream.definitions import StreamViewSpec
+from featurestream.online.keys import offset_field, state_key
+from featurestream.online.series import LAST_KEY, order_key, retention_ms, view_series
+
+EXPIRY_MARGIN_MS = 3_600_000
+# Cell slots: count, sum, sum of squares, min, max, last value, last order key.
+N, S, Q, LO, HI, LV, LK = range(7)
+
+
+@dataclass
+class Segment:
+    first: int
+    last: int
+    events: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # (offset, ts_ms, row)
+    cells: dict[tuple[int, int], list[Any]] = field(default_factory=dict)  # (series, tile start) -> slots
+    max_ts: int = 0
+
+
+class TileBatch:
+    def __init__(self, project: str, view: StreamViewSpec) -> None:
+        self.project = project
+        self.view = view
+        self.topic = view.source.topic
+        self.series = view_series(view)
+        self._plan = [
+            (i, s.column, s.slide_ms, "n" in s.components, "s" in s.components, "q" in s.components,
+             "lo" in s.components, "hi" in s.components, "lv" in s.components)
+            for i, s in enumerate(self.series)
+        ]
+        self.retention_ms = retention_ms(view)
+        self.expiry_ms = max(self.retention_ms, view.ttl_ms or 0) + EXPIRY_MARGIN_MS
+        self.prune_every_ms = min(s.slide_ms for s in self.series)
+        self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
+
+    def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
+        by_partition = self.segments.get(entity)
+        if by_partition is None:
+            by_partition = self.segments[entity] = {}
+        segment = by_partition.get(partition)
+        if segment is None:
+            segment = by_partition[partition] = Segment(offset, offset)
+        segment.last = offset
+        segment.events.append((offset, ts_ms, row))
+        if ts_ms > segment.max_ts:
+            segment.max_ts = ts_ms
+        _accumulate(self._plan, segment.cells, ts_ms, partition, offset, row)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def key(self, entity: tuple[Any, ...]) -> str:
+        return state_key(self.project, self.view.name, self.view.join_keys, entity)
+
+    def script_args(self, entity: tuple[Any, ...], segments: list[tuple[int, Segment]]) -> list[Any]:
+        max_ts = max(segment.max_ts for _, segment in segments)
+        args: list[Any] = [self.expiry_ms, max_ts - self.retention_ms, self.prune_every_ms]
+        for partition, segment in segments:
+            ops = self._ops(segment.cells)
+            args += [offset_field(self.topic, partition), segment.first, segment.last, len(ops)]
+            for op in ops:
+                args += op
+        return args
+
+    def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
+        """(key, script args, segments in argument order) for every entity in the batch."""
+        out = []
+        for entity, by_partition in self.segments.items():
+            segments = sorted(by_partition.items())
+            out.append((self.key(entity), self.script_args(entity, segments), segments))
+        return out
+
+    def single_event_calls(self, key: str, partition: int, segment: Segment) -> list[Any]:
+        """Script args replaying `segment` event by event (each its own fenced segment)."""
+        args: list[Any] = [self.expiry_ms, segment.max_ts - self.retention_ms, self.prune_every_ms]
+        for offset, ts_ms, row in segment.events:
+            cells: dict[tuple[int, int], list[Any]] = {}
+            _accumulate(self._plan, cells, ts_ms, partition, offset, row)
+            ops = self._ops(cells)
+            args += [offset_field(self.topic, partition), offset, offset, len(ops)]
+            for op in ops:
+                args += op
+        return args
+
+    def _ops(self, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
+        ops: list[list[Any]] = []
+        for (index, tile), cell in cells.items():
+            series = self.series[index]
+            prefix = f"{series.column}|{series.slide_ms}|{tile}|"
+            for component in series.components:
+                if component == "n":
+                    ops.append(["i", prefix + "n", cell[N]])
+                elif component == "s":
+                    ops.append(["f", prefix + "s", repr(float(cell[S]))])
+                elif component == "q":
+                    ops.append(["f", prefix + "q", repr(float(cell[Q]))])
+                elif component == "lo" and cell[LO] is not None:
+                    ops.append(["<", prefix + "lo", repr(cell[LO])])
+                elif component == "hi" and cell[HI] is not None:
+                    ops.append([">", prefix + "hi", repr(cell[HI])])
+                elif component == "lv" and cell[LK] is not None:
+                    ops.append(["l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY, cell[LK]])
+        return ops
+
+
+def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[Any]], ts_ms: int,
+                partition: int, offset: int, row: dict[str, Any]) -> None:
+    for index, column, slide, has_n, has_s, has_q, has_lo, has_hi, has_last in plan:
+        value = row[column]
+        if value is None:
+            continue
+        tile = ts_ms - ts_ms % slide
+        cell = cells.get((index, tile))
+        if cell is None:
+            cell = cells[(index, tile)] = [0, 0.0, 0.0, None, None, None, None]
+        if has_n:
+            cell[N] += 1
+        if has_s:
+            cell[S] += value
+        if has_q:
+            cell[Q] += value * value
+        if has_lo and (cell[LO] is None or value < cell[LO]):
+            cell[LO] = value
+        if has_hi and (cell[HI] is None or value > cell[HI]):
+            cell[HI] = value
+        if has_last:
+            key = order_key(ts_ms, partition, offset)
+            if cell[LK] is None or key > cell[LK]:
+                cell[LK] = key
+                cell[LV] = value
+
+
+def encode_value(value: Any) -> str:
+    """`last` values keep their type through Redis: ints and floats as numbers, strings JSON-quoted."""
+    return orjson.dumps(value).decode()
