@@ -51,11 +51,15 @@ def generate(
     lateness_ms: Annotated[int, typer.Option(min=0, help="Allowed lateness of the clicks source.")] = 60_000,
     out_of_order: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction arriving out of order.")] = 0.02,
     late: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction arriving beyond the lateness.")] = 0.001,
-    malformed: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of malformed records.")] = 0.0,
+    malformed: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of malformed records.")] = 0.0,
 ) -> None:
     """Write seeded synthetic users, items, daily snapshots and a clickstream; the same seed and --end give identical files."""
-    run_generate(GenerateConfig(
-        out_dir=(out or settings().repo_path / "data").resolve(), end=_parse_end(end), users=users, items=items,
-        days=days, events=events, event_hours=event_hours, seed=seed, lateness_ms=lateness_ms,
-        out_of_order_fraction=out_of_order, late_fraction=late, malformed_fraction=malformed,
-    ))
+    try:
+        config = GenerateConfig(
+            out_dir=(out or settings().repo_path / "data").resolve(), end=_parse_end(end), users=users, items=items,
+            days=days, events=events, event_hours=event_hours, seed=seed, lateness_ms=lateness_ms,
+            out_of_order_fraction=out_of_order, late_fraction=late, malformed_fraction=malformed,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    run_generate(config)

@@ -64,6 +64,8 @@ class Decoder:
             raise self._rejection(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise Rejected(UNDECODABLE, f"not a JSON object: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise Rejected(UNDECODABLE, f"not UTF-8: {exc}") from None
         stamp = row[self.timestamp_field]
         if type(stamp) is int:
             ts_ms = stamp

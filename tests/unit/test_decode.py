@@ -44,6 +44,7 @@ def test_optional_columns_may_be_absent_and_times_naive_or_epoch_ms() -> None:
         (b"", UNDECODABLE),
         (b'{"user_id": 1, "ite', UNDECODABLE),
         (b"\xff\xfe\x00garbage", UNDECODABLE),
+        (b'{"event_id": "caf\xe9", "user_id": 1, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', UNDECODABLE),
         (b"[1, 2]", UNDECODABLE),
         (b'"just a string"', UNDECODABLE),
         (b'{"item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', MISSING_KEY),
