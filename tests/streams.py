@@ -41,6 +41,11 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         future.result(30)
 
 
+def epoch_ms(iso_time: str) -> int:
+    stamp = datetime.fromisoformat(iso_time)
+    return int(stamp.timestamp()) * 1000 + stamp.microsecond // 1000
+
+
 def iso(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -88,3 +93,63 @@ def produce(bootstrap: str, topic: str, records: list[bytes], keys: list[bytes |
 
 def encode(events: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(e) for e in events]
+
+
+def reference_events(events: list[dict[str, Any]], placements: list[tuple[int, int]],
+                     lateness_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(accepted, late) events as the reference sees them: with ts, partition, offset and the udf's columns."""
+    from tests.reference import ref_accepted
+
+    udf = next(iter(demo_specs().stream_views.values())).udf
+    assert udf is not None
+    rows = []
+    for event, (partition, offset) in zip(events, placements, strict=True):
+        rows.append({**udf(dict(event)), "ts": epoch_ms(event["event_timestamp"]),
+                     "partition": partition, "offset": offset})
+    accepted = ref_accepted(rows, lateness_ms)
+    kept = {(e["partition"], e["offset"]) for e in accepted}
+    return accepted, [r for r in rows if (r["partition"], r["offset"]) not in kept]
+
+
+def expected_features(view: StreamViewSpec, accepted: list[dict[str, Any]], entity: tuple[Any, ...],
+                      t_ms: int) -> dict[str, Any]:
+    from tests.reference import ref_session, ref_window
+
+    mine = [e for e in accepted if tuple(e[k] for k in view.join_keys) == entity]
+    if view.is_session:
+        assert view.session_gap_ms is not None
+        return ref_session(mine, view.session_gap_ms, {a.name: (a.column, a.function) for a in view.aggregations},
+                           t_ms)
+    return {a.name: ref_window(mine, a.function, a.window_ms, a.slide_ms, t_ms, column=a.column)
+            for a in view.aggregations}
+
+
+def actual_features(client: Any, project: str, view: StreamViewSpec, entity: tuple[Any, ...],
+                    t_ms: int) -> dict[str, Any]:
+    from featurestream.online.keys import state_key
+    from featurestream.online.reader import session_features, window_features
+
+    key = state_key(project, view.name, view.join_keys, entity)
+    if view.is_session:
+        return session_features(view, client.hget(key, "s"), t_ms)
+    return window_features(view, client.hgetall(key), t_ms)
+
+
+def mismatches(client: Any, project: str, views: list[StreamViewSpec], accepted: list[dict[str, Any]],
+               times: list[int]) -> list[str]:
+    """Every (view, entity, t, feature) where Redis disagrees with the brute-force reference."""
+    from tests.reference import agrees
+
+    problems = []
+    for view in views:
+        entities = {tuple(e[k] for k in view.join_keys) for e in accepted}
+        functions = {a.name: a.function for a in view.aggregations}
+        for entity in sorted(entities):
+            for t_ms in times:
+                expected = expected_features(view, accepted, entity, t_ms)
+                actual = actual_features(client, project, view, entity, t_ms)
+                for name, want in expected.items():
+                    got = actual.get(name)
+                    if not agrees(functions.get(name, "count"), got, want, magnitude=1000.0):
+                        problems.append(f"{view.name}{entity}@{t_ms} {name}: redis {got!r} != reference {want!r}")
+    return problems

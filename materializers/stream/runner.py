@@ -222,10 +222,6 @@ class StreamMaterializer:
                 pipeline.event_log.discard(numbers)
             for number in numbers:
                 pipeline.partitions.pop(number, None)
-                try:
-                    metrics.LAG.remove(topic, str(number))
-                except KeyError:
-                    pass
 
     def _update_lag(self, consumer: Consumer) -> None:
         for topic, pipeline in self.pipelines.items():

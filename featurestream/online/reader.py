@@ -1,0 +1,59 @@
+"""Feature values from the streaming state in Redis, at a time t, with exactly the offline semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from featurestream.definitions import StreamViewSpec
+from featurestream.online.series import LAST_KEY
+from featurestream.windows import sessions
+from featurestream.windows.aggregations import Partial, window_value
+from featurestream.windows.tiles import window_tiles
+
+_FLOATS = frozenset(("s", "q", "lo", "hi"))
+Tiles = dict[tuple[str, int], dict[int, Partial]]  # (column, slide) -> tile start -> partial
+
+
+def parse_tiles(fields: Mapping[bytes, bytes]) -> Tiles:
+    """The hash's tile fields as partials (`column|slide|start|component` -> value)."""
+    tiles: Tiles = {}
+    for raw_name, raw_value in fields.items():
+        name = raw_name.decode()
+        parts = name.split("|")
+        if len(parts) != 4 or parts[0] == "o":
+            continue
+        column, slide, start, component = parts
+        partial = tiles.setdefault((column, int(slide)), {}).setdefault(int(start), {})
+        if component == "n":
+            partial["n"] = int(raw_value)
+        elif component in _FLOATS:
+            partial[component] = float(raw_value)
+        elif component == "lv":
+            partial["lv"] = orjson.loads(raw_value)
+        elif component == LAST_KEY:
+            partial[LAST_KEY] = raw_value.decode()
+    return tiles
+
+
+def window_features(view: StreamViewSpec, fields: Mapping[bytes, bytes], t_ms: int) -> dict[str, Any]:
+    """Every aggregation of a windowed view at time t (empty values where the entity has no state)."""
+    tiles = parse_tiles(fields) if fields else {}
+    out: dict[str, Any] = {}
+    for agg in view.aggregations:
+        assert agg.window_ms is not None and agg.slide_ms is not None
+        series = tiles.get((agg.column, agg.slide_ms), {})
+        covered = window_tiles(t_ms, agg.window_ms, agg.slide_ms)
+        out[agg.name] = window_value(agg.function, (series.get(start) for start in covered) if series else ())
+    return out
+
+
+def session_features(view: StreamViewSpec, blob: bytes | None, t_ms: int) -> dict[str, Any]:
+    """The session features of a session view at time t (exact for t at or after the session's last event)."""
+    functions = {a.name: a.function for a in view.aggregations}
+    if not blob:
+        return sessions.no_session(functions)
+    features, _exact = sessions.session_at(sessions.decode(blob), t_ms, view.session_gap_ms or 0, functions)
+    return features

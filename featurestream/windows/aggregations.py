@@ -1,0 +1,165 @@
+"""Mergeable partials of the aggregation functions.
+
+A partial is a plain dict of components, for example `{"n": 3, "s": 7.5}` for
+a mean. Every component merges on its own by one of four kinds, so the stream
+materializer can keep each one in its own Redis hash field and merge it with
+HINCRBY / HINCRBYFLOAT / compare-and-set, with no read-modify-write in Python:
+
+| kind | merge |
+|---|---|
+| `add` | a + b (integer or float) |
+| `min` / `max` | the smaller / larger |
+| `last` | the value whose order key is greatest; the key lives beside it in `lk` |
+
+The order key of `last` is any totally ordered value consistent with
+(ts_ms, partition, offset), e.g. that tuple or `featurestream.online.series.order_key`'s
+fixed-width string; one partial must not mix the two.
+
+The empty partial `{}` is the identity of `merge`. Nulls are ignored as in SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+Partial = dict[str, Any]
+
+LAST_ORDER_KEY = "lk"
+_NSQ = (("n", "add"), ("s", "add"), ("q", "add"))
+COMPONENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "count": (("n", "add"),),
+    "sum": (("s", "add"),),
+    "mean": (("n", "add"), ("s", "add")),
+    "var": _NSQ,
+    "stddev": _NSQ,
+    "min": (("lo", "min"),),
+    "max": (("hi", "max"),),
+    "last": (("lv", "last"),),
+}
+
+
+def accumulate(function: str, partial: Partial | None, value: Any, order_key: Any) -> Partial:
+    """Add one event's value; updates `partial` in place (the per-event hot path) and returns it.
+
+    `order_key` matters only for `last`. A None value leaves the partial as it was.
+    """
+    if partial is None:
+        partial = {}
+    if value is None:
+        return partial
+    if function == "count":
+        partial["n"] = partial.get("n", 0) + 1
+    elif function == "sum":
+        partial["s"] = partial.get("s", 0) + value
+    elif function == "mean":
+        partial["n"] = partial.get("n", 0) + 1
+        partial["s"] = partial.get("s", 0) + value
+    elif function == "var" or function == "stddev":
+        partial["n"] = partial.get("n", 0) + 1
+        partial["s"] = partial.get("s", 0) + value
+        # Always a float: Redis adds it with HINCRBYFLOAT, and squares of big ints would overflow JSON.
+        partial["q"] = partial.get("q", 0.0) + float(value) * value
+    elif function == "min":
+        lo = partial.get("lo")
+        if lo is None or value < lo:
+            partial["lo"] = value
+    elif function == "max":
+        hi = partial.get("hi")
+        if hi is None or value > hi:
+            partial["hi"] = value
+    elif function == "last":
+        key = partial.get(LAST_ORDER_KEY)
+        if key is None or order_key > key:
+            partial["lv"] = value
+            partial[LAST_ORDER_KEY] = order_key
+    else:
+        raise ValueError(f"unknown aggregation function {function!r}; expected one of {', '.join(COMPONENTS)}")
+    return partial
+
+
+def merge(function: str, a: Partial, b: Partial) -> Partial:
+    """The partial of the union of two event sets; a new dict holding only `function`'s components."""
+    out: Partial = {}
+    for component, kind in COMPONENTS[function]:
+        if component in a:
+            out[component] = a[component]
+            if kind == "last":
+                out[LAST_ORDER_KEY] = a[LAST_ORDER_KEY]
+    return _merge_into(function, out, b)
+
+
+def _merge_into(function: str, into: Partial, b: Partial) -> Partial:
+    """Merge `b` into `into` in place."""
+    for component, kind in COMPONENTS[function]:
+        if component not in b:
+            continue
+        other = b[component]
+        if component not in into:
+            into[component] = other
+            if kind == "last":
+                into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
+        elif kind == "add":
+            into[component] += other
+        elif kind == "min":
+            if other < into[component]:
+                into[component] = other
+        elif kind == "max":
+            if other > into[component]:
+                into[component] = other
+        elif b[LAST_ORDER_KEY] >= into[LAST_ORDER_KEY]:
+            into[component] = other
+            into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
+    return into
+
+
+def finalize(function: str, partial: Partial) -> Any:
+    """The feature value of a partial; the function's empty value for `{}`."""
+    if function == "count":
+        return partial.get("n", 0)
+    if function == "sum":
+        return partial.get("s", 0)
+    if function == "mean":
+        n = partial.get("n", 0)
+        return partial["s"] / n if n else None
+    if function == "min":
+        return partial.get("lo")
+    if function == "max":
+        return partial.get("hi")
+    if function == "last":
+        return partial.get("lv")
+    if function == "var":
+        return _sample_variance(partial)
+    if function == "stddev":
+        var = _sample_variance(partial)
+        return None if var is None else math.sqrt(var)
+    raise ValueError(f"unknown aggregation function {function!r}; expected one of {', '.join(COMPONENTS)}")
+
+
+def _sample_variance(partial: Partial) -> float | None:
+    """Sample variance (n - 1 denominator) from (n, s, q); None below two values.
+
+    `q - s²/n` cancels when the mean is large against the spread, and rounding
+    can then make it slightly negative: that is clamped to 0.
+    """
+    n = partial.get("n", 0)
+    if n < 2:
+        return None
+    s = partial["s"]
+    var = (partial["q"] - s * s / n) / (n - 1)
+    return var if var > 0.0 else 0.0
+
+
+def empty_value(function: str) -> Any:
+    """The value over no (non-null) events: count 0, sum 0, others None."""
+    return finalize(function, {})
+
+
+def window_value(function: str, tiles: Iterable[Partial | None]) -> Any:
+    """Merge the tiles of a window (missing ones as None or `{}`) and finalize."""
+    acc: Partial = {}
+    for tile in tiles:
+        if tile:
+            _merge_into(function, acc, tile)
+    return finalize(function, acc)

@@ -1,0 +1,73 @@
+"""One micro-batch of a session view: read-modify-write of each entity's sessions, fenced by offsets.
+
+Session merges (an out-of-order event filling a gap) need the whole state, so
+unlike tiles the state is read, updated in Python with `featurestream.windows.sessions`
+and written back with a compare-and-set on its version. Events at or below the
+stored offset of their partition were applied before a crash and are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featurestream.definitions import StreamViewSpec
+from featurestream.online.keys import offset_field, state_key
+from featurestream.online.series import order_key
+from featurestream.windows import sessions
+
+EXPIRY_MARGIN_MS = 3_600_000
+# Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
+PRUNE_SLACK_MS = 86_400_000
+
+
+class SessionBatch:
+    def __init__(self, project: str, view: StreamViewSpec) -> None:
+        assert view.session_gap_ms is not None
+        self.project = project
+        self.view = view
+        self.topic = view.source.topic
+        self.gap_ms = view.session_gap_ms
+        self.columns = [(a.name, a.function, a.column) for a in view.aggregations]
+        self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
+            + EXPIRY_MARGIN_MS
+        self._events: dict[tuple[Any, ...], list[tuple[int, int, int, dict[str, tuple[str, Any]]]]] = {}
+
+    def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
+        values = {name: (function, row[column]) for name, function, column in self.columns}
+        self._events.setdefault(entity, []).append((partition, offset, ts_ms, values))
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def entities(self) -> list[tuple[Any, ...]]:
+        return list(self._events)
+
+    def key(self, entity: tuple[Any, ...]) -> str:
+        return state_key(self.project, self.view.name, self.view.join_keys, entity)
+
+    def _partitions(self, entity: tuple[Any, ...]) -> list[int]:
+        return sorted({partition for partition, *_ in self._events[entity]})
+
+    def read_fields(self, entity: tuple[Any, ...]) -> list[str]:
+        return ["v", "s", *(offset_field(self.topic, p) for p in self._partitions(entity))]
+
+    def update(self, entity: tuple[Any, ...], read: list[bytes | None]) -> list[Any] | None:
+        """SESSION_CAS arguments for the new state, or None when every event was applied already."""
+        version, blob, *offsets = read
+        partitions = self._partitions(entity)
+        applied = {p: int(o) if o is not None else -1 for p, o in zip(partitions, offsets, strict=True)}
+        fresh = [e for e in self._events[entity] if e[1] > applied[e[0]]]
+        if not fresh:
+            return None
+        state = sessions.decode(blob) if blob else []
+        for partition, offset, ts_ms, values in fresh:
+            sessions.add_event(state, ts_ms, values, order_key(ts_ms, partition, offset), self.gap_ms)
+        newest = state[-1][sessions.LAST]
+        sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
+        last_offsets: dict[int, int] = {}
+        for partition, offset, *_ in fresh:
+            last_offsets[partition] = offset
+        args: list[Any] = [version.decode() if version is not None else "", sessions.encode(state), self.expiry_ms]
+        for partition, offset in sorted(last_offsets.items()):
+            args += [offset_field(self.topic, partition), offset]
+        return args

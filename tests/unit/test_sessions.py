@@ -1,0 +1,183 @@
+"""Event-time sessions against the brute-force reference, in any arrival order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from featurestream.online.series import order_key
+from featurestream.windows.sessions import (
+    COUNT,
+    LAST,
+    START,
+    SessionState,
+    add_event,
+    decode,
+    encode,
+    prune,
+    session_at,
+)
+from tests.reference import agrees, ref_accepted, ref_session
+
+GAP = 100
+AGGS = {"clicks": ("item", "count"), "spent": ("price", "sum"), "avg_price": ("price", "mean"),
+        "cheapest": ("price", "min"), "dearest": ("price", "max"), "price_sd": ("price", "stddev"),
+        "price_var": ("price", "var"), "last_item": ("item", "last")}
+FUNCTIONS = {name: function for name, (_, function) in AGGS.items()}
+
+
+def apply(state: SessionState, e: dict[str, Any]) -> SessionState:
+    values = {name: (function, e.get(column)) for name, (column, function) in AGGS.items()}
+    return add_event(state, e["ts"], values, (e["ts"], e["partition"], e["offset"]), GAP)
+
+
+def build(events: list[dict[str, Any]]) -> SessionState:
+    state: SessionState = []
+    for e in events:
+        apply(state, e)
+    return state
+
+
+def assert_matches(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert actual.keys() == expected.keys()
+    for name in ("session_start", "session_event_count", "session_duration_s"):
+        assert actual[name] == expected[name], name
+    for name, function in FUNCTIONS.items():
+        assert agrees(function, actual[name], expected[name], magnitude=1000), (name, actual[name], expected[name])
+
+
+def assert_well_formed(state: SessionState, n_events: int) -> None:
+    assert sum(s[COUNT] for s in state) == n_events
+    for s in state:
+        assert s[START] <= s[LAST]
+    for a, b in zip(state, state[1:]):
+        assert b[START] - a[LAST] > GAP
+
+
+prices = st.one_of(st.none(), st.integers(1, 1000), st.floats(0, 1000, allow_nan=False))
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_size: int = 40, span: int = 2000) -> list[dict[str, Any]]:
+    """Events of one entity from three partitions, in a random arrival order, dense enough to merge sessions."""
+    n = draw(st.integers(0, max_size))
+    offsets = [0, 0, 0]
+    events = []
+    for _ in range(n):
+        partition = draw(st.integers(0, 2))
+        offsets[partition] += 1
+        events.append({"ts": draw(st.integers(0, span)), "partition": partition, "offset": offsets[partition],
+                       "item": draw(st.one_of(st.none(), st.sampled_from(["a", "b", "c"]))),
+                       "price": draw(prices)})
+    return draw(st.permutations(events))
+
+
+@given(streams(), st.integers(0, 400))
+def test_any_arrival_order_equals_the_reference_after_the_last_event(events: list[dict[str, Any]],
+                                                                     after: int) -> None:
+    state = build(events)
+    assert_well_formed(state, len(events))
+    t = max((e["ts"] for e in events), default=0) + after
+    features, exact = session_at(state, t, GAP, FUNCTIONS)
+    assert exact
+    assert_matches(features, ref_session(events, GAP, AGGS, t))
+
+
+@given(streams(), st.integers(-50, 2100))
+def test_any_time_is_exact_or_flagged(events: list[dict[str, Any]], t: int) -> None:
+    features, exact = session_at(build(events), t, GAP, FUNCTIONS)
+    expected = ref_session(events, GAP, AGGS, t)
+    if exact:
+        assert_matches(features, expected)
+    else:  # t inside a session's span: that session is active, though stored with its later events
+        assert expected["session_event_count"] > 0
+        assert features["session_start"] == expected["session_start"]
+
+
+@given(streams(max_size=60, span=4000), st.integers(0, 300), st.integers(0, 400))
+def test_pruning_at_the_watermark_changes_nothing_later(events: list[dict[str, Any]], lateness: int,
+                                                        after: int) -> None:
+    accepted = ref_accepted(events, lateness)
+    newest: dict[int, int] = {}
+    state: SessionState = []
+    for e in accepted:
+        apply(state, e)
+        newest[e["partition"]] = max(newest.get(e["partition"], e["ts"]), e["ts"])
+        if len(newest) == 3:  # the entity's watermark: the lowest over the partitions it hears from
+            prune(state, min(newest.values()) - lateness, GAP)
+    t = max((e["ts"] for e in accepted), default=0) + after
+    features, exact = session_at(state, t, GAP, FUNCTIONS)
+    assert exact
+    assert_matches(features, ref_session(accepted, GAP, AGGS, t))
+
+
+def test_prune_drops_only_sessions_that_cannot_change() -> None:
+    state = build([{"ts": ts, "partition": 0, "offset": ts} for ts in (0, 50, 300, 600, 650)])
+    assert [(s[START], s[LAST]) for s in state] == [(0, 50), (300, 300), (600, 650)]
+    assert [s[START] for s in prune([list(s) for s in state], 400, GAP)] == [300, 600]
+    assert [s[START] for s in prune([list(s) for s in state], 401, GAP)] == [600]
+    assert [s[START] for s in prune([list(s) for s in state], 10_000, GAP)] == [600]  # the newest stays
+
+
+def test_an_event_in_the_gap_merges_two_sessions() -> None:
+    state = build([{"ts": 0, "partition": 0, "offset": 1, "price": 1},
+                   {"ts": 180, "partition": 0, "offset": 2, "price": 5}])
+    assert len(state) == 2
+    apply(state, {"ts": 90, "partition": 1, "offset": 1, "price": 3})
+    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(0, 180, 3)]
+    features, exact = session_at(state, 200, GAP, FUNCTIONS)
+    assert exact
+    assert features["session_start"] == 0
+    assert features["session_event_count"] == 3
+    assert features["session_duration_s"] == 0.18
+    assert (features["spent"], features["cheapest"], features["dearest"], features["avg_price"]) == (9, 1, 5, 3.0)
+
+
+def test_out_of_order_events_extend_a_session_at_either_end() -> None:
+    state = build([{"ts": 500, "partition": 0, "offset": 1}])
+    apply(state, {"ts": 420, "partition": 0, "offset": 2})
+    apply(state, {"ts": 600, "partition": 0, "offset": 3})
+    apply(state, {"ts": 450, "partition": 0, "offset": 4})
+    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(420, 600, 4)]
+    apply(state, {"ts": 299, "partition": 0, "offset": 5})  # 121 before the start: a session of its own
+    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(299, 299, 1), (420, 600, 4)]
+
+
+def test_no_active_session_is_count_zero_and_nulls() -> None:
+    state = build([{"ts": 1000, "partition": 0, "offset": 1, "price": 2, "item": "a"}])
+    expected = {"session_start": None, "session_event_count": 0, "session_duration_s": None,
+                **{name: None for name in FUNCTIONS}}
+    assert session_at(state, 1101, GAP, FUNCTIONS) == (expected, True)  # the gap has passed
+    assert session_at(state, 999, GAP, FUNCTIONS) == (expected, True)  # before the first event
+    assert session_at([], 5, GAP, FUNCTIONS) == (expected, True)
+    features, _ = session_at(state, 1100, GAP, FUNCTIONS)
+    assert (features["session_event_count"], features["last_item"], features["price_sd"]) == (1, "a", None)
+
+
+def test_last_breaks_event_time_ties_by_partition_then_offset() -> None:
+    tied = [{"ts": 10, "partition": 2, "offset": 1, "item": "p2"},
+            {"ts": 10, "partition": 1, "offset": 8, "item": "p1-8"},
+            {"ts": 10, "partition": 2, "offset": 0, "item": "p2-0"}]
+    for arrival in (tied, tied[::-1]):
+        features, _ = session_at(build(arrival), 10, GAP, FUNCTIONS)
+        assert features["last_item"] == "p2"
+
+
+@given(streams())
+def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> None:
+    half = len(events) // 2
+    state = decode(encode(build(events[:half])))
+    for e in events[half:]:
+        apply(state, e)  # tuple order keys compare with the decoded ones
+    assert decode(encode(state)) == state == build(events)
+
+
+def test_encode_is_compact_and_takes_string_order_keys() -> None:
+    state: SessionState = []
+    add_event(state, 5, {"n": ("count", "x"), "l": ("last", 2.5)}, order_key(5, 0, 7), GAP)
+    data = encode(state)
+    assert data == b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"000000000000005000000' \
+                   b'0000000000000000007"}}]]'
+    assert decode(data) == state
