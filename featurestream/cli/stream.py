@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +66,9 @@ def materialize_stream(
     Several processes with the same --group split the partitions and together give the state one process gives.
     SIGTERM or Ctrl-C finishes the batch, commits and exits 0.
     """
+    # Until the loop installs its own handlers there is nothing to flush: stop at once, cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     from materializers.stream.runner import StreamMaterializer, StreamOptions, select_views
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)])

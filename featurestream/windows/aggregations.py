@@ -108,7 +108,7 @@ def _merge_into(function: str, into: Partial, b: Partial) -> Partial:
         elif kind == "max":
             if other > into[component]:
                 into[component] = other
-        elif b[LAST_ORDER_KEY] >= into[LAST_ORDER_KEY]:
+        elif b[LAST_ORDER_KEY] > into[LAST_ORDER_KEY]:
             into[component] = other
             into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
     return into

@@ -63,12 +63,14 @@ prices = st.one_of(st.none(), st.integers(1, 1000), st.floats(0, 1000, allow_nan
 def streams(draw: st.DrawFn, max_size: int = 40, span: int = 2000) -> list[dict[str, Any]]:
     """Events of one entity from three partitions, in a random arrival order, dense enough to merge sessions."""
     n = draw(st.integers(0, max_size))
+    # Coarse times on half the streams put events exactly G apart, the boundary that still joins.
+    times = draw(st.sampled_from([st.integers(0, span), st.integers(0, span // 50).map(lambda k: k * 50)]))
     offsets = [0, 0, 0]
     events = []
     for _ in range(n):
         partition = draw(st.integers(0, 2))
         offsets[partition] += 1
-        events.append({"ts": draw(st.integers(0, span)), "partition": partition, "offset": offsets[partition],
+        events.append({"ts": draw(times), "partition": partition, "offset": offsets[partition],
                        "item": draw(st.one_of(st.none(), st.sampled_from(["a", "b", "c"]))),
                        "price": draw(prices)})
     return draw(st.permutations(events))
@@ -141,8 +143,11 @@ def test_out_of_order_events_extend_a_session_at_either_end() -> None:
     apply(state, {"ts": 600, "partition": 0, "offset": 3})
     apply(state, {"ts": 450, "partition": 0, "offset": 4})
     assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(420, 600, 4)]
-    apply(state, {"ts": 299, "partition": 0, "offset": 5})  # 121 before the start: a session of its own
-    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(299, 299, 1), (420, 600, 4)]
+    apply(state, {"ts": 700, "partition": 0, "offset": 5})  # exactly G after the end: joins
+    apply(state, {"ts": 320, "partition": 0, "offset": 6})  # exactly G before the start: joins
+    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(320, 700, 6)]
+    apply(state, {"ts": 219, "partition": 0, "offset": 7})  # G + 1 before the start: a session of its own
+    assert [(s[START], s[LAST], s[COUNT]) for s in state] == [(219, 219, 1), (320, 700, 6)]
 
 
 def test_no_active_session_is_count_zero_and_nulls() -> None:
