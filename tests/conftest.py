@@ -61,3 +61,14 @@ def repo_copy(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "feature_repo"
     shutil.copytree(FEATURE_REPO, target, ignore=shutil.ignore_patterns("data", "__pycache__"))
     yield target
+
+
+@pytest.fixture(scope="session")
+def applied_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment pointing the CLI at an applied private copy of the demo repo (one `feast apply` per run)."""
+    target = tmp_path_factory.mktemp("applied") / "feature_repo"
+    shutil.copytree(FEATURE_REPO, target, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    env = {"FEATURESTREAM_REPO": str(target)}
+    result = run_cli("apply", env=env)
+    assert result.returncode == 0, result.stderr
+    return env

@@ -1,0 +1,196 @@
+"""Stream materializer benchmarks: throughput over pre-produced events, produce-to-Redis freshness, Feast's write path.
+
+Prints tables; asserts nothing. Run with `make bench` or `.venv/bin/python bench/bench_stream.py [--events N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import redis
+from confluent_kafka import Producer
+from prometheus_client import REGISTRY
+
+from bench.common import applied_repo_copy, demo_views, machine, new_topic, percentile, ready_settings
+from featurestream.config import Settings, kafka_client_config
+from featurestream.generate import GenerateConfig, generate_demo_data
+from featurestream.online.keys import state_key
+from featurestream.replay import iter_jsonl, replay
+from materializers.stream.runner import StreamMaterializer, StreamOptions
+
+
+def throughput(settings: Settings, events: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    summary = generate_demo_data(GenerateConfig(out_dir=work, end=datetime.now(UTC).replace(minute=0, second=0,
+                                 microsecond=0), events=events, users=50_000, items=5_000))
+    topic = new_topic(settings, 4)
+    produced = replay(iter_jsonl(summary.events_path), topic, kafka_client_config(settings), "user_id")
+    print(f"  produced {produced.produced:,} events into {topic} (4 partitions) at {produced.rate:,.0f}/s")
+    project = f"bench{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(settings.redis_url)
+    materializer = StreamMaterializer(project, demo_views(topic, work / "event_log"), client, StreamOptions(
+        group=f"bench-{topic}", kafka_config=kafka_client_config(settings), idle_exit_s=2.0))
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while "done" not in marks:
+            handled = sum(REGISTRY.get_sample_value(name, {"topic": topic, **extra}) or 0
+                          for name, extra in [("featurestream_stream_events_total", {})] +
+                          [("featurestream_stream_dlq_total", {"reason": r}) for r in ("late", "undecodable")])
+            if handled and "first" not in marks:
+                marks["first"] = time.perf_counter()
+            if handled >= produced.produced:
+                marks["done"] = time.perf_counter()
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    began = time.perf_counter()
+    materializer.run()
+    marks.setdefault("done", time.perf_counter())
+    steady = marks["done"] - marks.get("first", began)
+    return {"events": produced.produced, "seconds": steady, "rate": produced.produced / steady,
+            "wall_with_startup": marks["done"] - began}
+
+
+def _run_materializer(project: str, topic: str, redis_url: str, kafka: dict[str, str], stop_at: float) -> None:
+    client = redis.Redis.from_url(redis_url)
+    materializer = StreamMaterializer(project, demo_views(topic, None), client, StreamOptions(
+        group=f"fresh-{topic}", kafka_config=kafka, batch_timeout_s=0.005, event_log=False))
+    threading.Timer(max(stop_at - time.time(), 0), materializer.stop).start()
+    materializer.run()
+
+
+def freshness(settings: Settings, rate: int, seconds: float) -> dict[str, float]:
+    """Every 10th event is a probe for a user nobody else uses: its key appears exactly when it is applied."""
+    topic = new_topic(settings, 4)
+    project = f"fresh{uuid.uuid4().hex[:8]}"
+    kafka = kafka_client_config(settings)
+    child = multiprocessing.get_context("fork").Process(
+        target=_run_materializer, args=(project, topic, settings.redis_url, kafka, time.time() + seconds + 20))
+    child.start()
+    client = redis.Redis.from_url(settings.redis_url)
+    producer = Producer({**kafka, "linger.ms": 1, "enable.idempotence": True})
+    # Warm up: the consumer joins its group before we start the clock.
+    producer.produce(topic, orjson.dumps(_event(0, 1)))
+    producer.flush()
+    warm_key = state_key(project, "user_activity", ("user_id",), (1,))
+    deadline = time.time() + 60
+    while not client.exists(warm_key) and time.time() < deadline:
+        time.sleep(0.05)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        pipe_keys: list[str] = []
+        while not done.is_set() or len(seen) < len(sent):
+            pipe_keys = [k for k in list(sent) if k not in seen]
+            if pipe_keys:
+                pipe = client.pipeline(transaction=False)
+                for key in pipe_keys:
+                    pipe.exists(key)
+                now = time.perf_counter()
+                for key, exists in zip(pipe_keys, pipe.execute(), strict=True):
+                    if exists:
+                        seen[key] = now
+            if done.is_set() and time.perf_counter() - last_sent[0] > 10:
+                break
+            time.sleep(0.001)
+
+    last_sent = [time.perf_counter()]
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    began = time.perf_counter()
+    total = int(rate * seconds)
+    for i in range(total):
+        target = began + i / rate
+        pause = target - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        probe = i % 10 == 0
+        user = 10_000_000 + i if probe else 1 + i % 5_000
+        producer.produce(topic, orjson.dumps(_event(i, user)), key=str(user).encode())
+        if probe:
+            sent[state_key(project, "user_activity", ("user_id",), (user,))] = time.perf_counter()
+        producer.poll(0)
+        last_sent[0] = time.perf_counter()
+    producer.flush()
+    done.set()
+    poller.join(60)
+    child.join(120)
+    latencies = [(seen[k] - sent[k]) * 1000 for k in sent if k in seen]
+    return {"rate": rate, "achieved_rate": total / (last_sent[0] - began), "probes": len(sent),
+            "seen": len(latencies), "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies, default=float("nan"))}
+
+
+def _event(i: int, user: int) -> dict[str, object]:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    kind = "purchase" if i % 20 == 0 else "view"
+    return {"event_id": f"f{i}", "user_id": user, "item_id": 1 + i % 1000, "event_type": kind,
+            "price": 10.0 + i % 90, "event_timestamp": now}
+
+
+def feast_write_path(settings: Settings, rows: int) -> dict[str, float]:
+    """Feast's own ingestion: `write_to_online_store` of user_activity rows with the aggregates precomputed."""
+    import warnings
+
+    from feast import FeatureStore
+
+    warnings.simplefilter("ignore")
+    repo, _ = applied_repo_copy(f"feast-{uuid.uuid4().hex[:6]}")
+    store = FeatureStore(repo_path=str(repo))
+    now = pd.Timestamp.now(tz="UTC")
+    frame = pd.DataFrame({
+        "user_id": [1 + i % 50_000 for i in range(rows)],
+        "event_timestamp": [now] * rows,
+        "events_5m": [i % 7 for i in range(rows)], "events_1h": [i % 30 for i in range(rows)],
+        "events_24h": [i % 90 for i in range(rows)], "purchase_value_1h": [float(i % 500) for i in range(rows)],
+        "purchase_value_24h": [float(i % 900) for i in range(rows)],
+        "mean_viewed_price_1h": [float(i % 300) for i in range(rows)],
+        "max_price_24h": [float(i % 999) for i in range(rows)], "last_item_id": [i % 5_000 for i in range(rows)],
+    })
+    chunk = 10_000
+    began = time.perf_counter()
+    for start in range(0, rows, chunk):
+        store.write_to_online_store("user_activity", frame.iloc[start:start + chunk])
+    seconds = time.perf_counter() - began
+    return {"rows": rows, "seconds": seconds, "rate": rows / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--feast-rows", type=int, default=100_000)
+    parser.add_argument("--fresh-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    settings = ready_settings()
+    print(f"machine: {machine()}")
+    print(f"\n## throughput: {args.events:,} demo events, 4 partitions, all demo stream views, one process")
+    ours = throughput(settings, args.events)
+    print(f"  {ours['events']:,} events in {ours['seconds']:.2f} s = {ours['rate']:,.0f} events/s "
+          f"({ours['wall_with_startup']:.2f} s including group join)")
+    print("\n## freshness: produce time -> value readable in Redis (every 10th event probed)")
+    print("  | rate/s | achieved | probes | p50 ms | p99 ms | max ms |")
+    for rate in (5_000, 20_000):
+        fresh = freshness(settings, rate, args.fresh_seconds)
+        print(f"  | {rate:,} | {fresh['achieved_rate']:,.0f} | {fresh['seen']}/{fresh['probes']} | "
+              f"{fresh['p50_ms']:.1f} | {fresh['p99_ms']:.1f} | {fresh['max_ms']:.1f} |")
+    print(f"\n## Feast's write path (write_to_online_store, aggregates precomputed), {args.feast_rows:,} rows")
+    feast = feast_write_path(settings, args.feast_rows)
+    print(f"  feast: {feast['rate']:,.0f} rows/s; featurestream: {ours['rate']:,.0f} events/s "
+          f"(each event updates 3 views) -> ratio {ours['rate'] / feast['rate']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
