@@ -50,7 +50,7 @@ def throughput(settings: Settings, events: int) -> dict[str, float]:
                 marks["first"] = time.perf_counter()
             if handled >= produced.produced:
                 marks["done"] = time.perf_counter()
-            time.sleep(0.005)
+            time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

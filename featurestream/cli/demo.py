@@ -86,25 +86,21 @@ def _stats_table(stats: dict[str, float], produced: int, total: int) -> Table:
     return table
 
 
-def _show_features(config: Settings, specs: RepoSpecs, users: list[int]) -> None:
+def _show_features(config: Settings, specs: RepoSpecs, users: list[int], as_of_ms: int) -> None:
+    """Windowed and session features of a few users, read from Redis as the serving API will."""
     client = redis.Redis.from_url(config.redis_url)
     activity, session = specs.stream_views["user_activity"], specs.stream_views["user_session"]
-    newest = 0
-    blobs = {}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(as_of_ms / 1000))
+    table = Table("feature", *(f"user {u}" for u in users), title=f"features as of the newest event ({stamp} UTC)")
+    columns = []
     for user in users:
-        blob = client.hget(state_key(specs.project, session.name, session.join_keys, (user,)), "s")
-        blobs[user] = blob
-        features = session_features(session, blob, 2**62)
-        if features["session_start"] is not None:
-            newest = max(newest, features["session_start"] + int(features["session_duration_s"] * 1000))
-    table = Table("user", *activity.feature_names, "session events", "session value",
-                  title=f"features as of the newest event ({time.strftime('%H:%M:%S', time.gmtime(newest / 1000))} UTC)")
-    for user in users:
-        values = window_features(activity, client.hgetall(state_key(specs.project, activity.name,
-                                                                     activity.join_keys, (user,))), newest)
-        sess = session_features(session, blobs[user], newest)
-        table.add_row(str(user), *(_fmt(values[n]) for n in activity.feature_names),
-                      str(sess["session_event_count"]), _fmt(sess["session_purchase_value"]))
+        values = window_features(activity, client.hgetall(
+            state_key(specs.project, activity.name, activity.join_keys, (user,))), as_of_ms)
+        values.update(session_features(session, client.hget(
+            state_key(specs.project, session.name, session.join_keys, (user,)), "s"), as_of_ms))
+        columns.append(values)
+    for name in (*activity.feature_names, *session.feature_names):
+        table.add_row(name, *(_fmt(values[name]) for values in columns))
     console.print(table)
 
 
@@ -163,8 +159,7 @@ def demo(
         console.print(f"replayed {result.produced:,} records at {result.rate:,.0f}/s; "
                       f"materializer log: {log_path}; event log: {specs.stream_views['user_activity'].source.event_log_path}")
         console.rule("5. features in Redis")
-        busiest = _busiest_users(summary.events_path, 5)
-        _show_features(config, specs, busiest)
+        _show_features(config, specs, _latest_users(summary.events_path, 5), int(summary.last_event.timestamp() * 1000))
     finally:
         materializer.send_signal(signal.SIGTERM)
         materializer.wait(60)
@@ -173,15 +168,15 @@ def demo(
                   "stop them with `featurestream services down`.")
 
 
-def _busiest_users(events_path: Path, n: int) -> list[int]:
-    import collections
-
+def _latest_users(events_path: Path, n: int) -> list[int]:
+    """The users whose newest event is the most recent: the ones with live sessions."""
     import orjson
 
-    counts: collections.Counter[int] = collections.Counter()
+    newest: dict[int, str] = {}
     for record in iter_jsonl(events_path):
         try:
-            counts[orjson.loads(record)["user_id"]] += 1
+            event = orjson.loads(record)
+            newest[event["user_id"]] = max(newest.get(event["user_id"], ""), event["event_timestamp"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             continue
-    return [user for user, _ in counts.most_common(n)]
+    return sorted(newest, key=newest.__getitem__, reverse=True)[:n]

@@ -52,7 +52,7 @@ class SessionBatch:
         return ["v", "s", *(offset_field(self.topic, p) for p in self._partitions(entity))]
 
     def update(self, entity: tuple[Any, ...], read: list[bytes | None]) -> list[Any] | None:
-        """SESSION_CAS arguments for the new state, or None when every event was applied already."""
+        """This key's part of a SESSION_CAS call, or None when every event was applied already."""
         version, blob, *offsets = read
         partitions = self._partitions(entity)
         applied = {p: int(o) if o is not None else -1 for p, o in zip(partitions, offsets, strict=True)}
@@ -67,7 +67,7 @@ class SessionBatch:
         last_offsets: dict[int, int] = {}
         for partition, offset, *_ in fresh:
             last_offsets[partition] = offset
-        args: list[Any] = [version.decode() if version is not None else "", sessions.encode(state), self.expiry_ms]
+        args: list[Any] = [version.decode() if version is not None else "", sessions.encode(state), len(last_offsets)]
         for partition, offset in sorted(last_offsets.items()):
             args += [offset_field(self.topic, partition), offset]
         return args

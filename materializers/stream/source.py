@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,11 @@ class SourcePipeline:
     def new_batch(self) -> None:
         self.tiles = {v.name: TileBatch(self.project, v) for v in self.views if not v.is_session}
         self.sessions = {v.name: SessionBatch(self.project, v) for v in self.views if v.is_session}
+        # Per udf group: (entity key getter, the view batch's `add`), resolved once per batch, not per event.
+        self._sinks = [
+            [(_key_getter(v.join_keys), (self.sessions if v.is_session else self.tiles)[v.name].add) for v in views]
+            for _, views in self._udf_groups
+        ]
 
     def handle(self, partition: int, offset: int, value: bytes | None) -> tuple[str, str] | None:
         """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered."""
@@ -56,9 +62,9 @@ class SourcePipeline:
         if ts_ms < watermark:
             return LATE, f"event time {ts_ms} ms is {watermark - ts_ms} ms behind the watermark {watermark}"
         derived = []
-        for udf, views in self._udf_groups:
+        for (udf, _), sinks in zip(self._udf_groups, self._sinks, strict=True):
             try:
-                derived.append((udf(row) if udf is not None else row, views))
+                derived.append((udf(row) if udf is not None else row, sinks))
             except Exception as exc:  # a udf bug on one event must not stop the partition
                 return UDF_ERROR, f"{type(exc).__name__}: {exc}"
         if ts_ms > progress.max_ts:
@@ -67,11 +73,16 @@ class SourcePipeline:
             self.newest_ts = ts_ms
         if self.event_log is not None:
             self.event_log.append(partition, offset, row, ts_ms)
-        for out, views in derived:
-            for view in views:
-                entity = tuple(out[k] for k in view.join_keys)
-                if view.is_session:
-                    self.sessions[view.name].add(entity, partition, offset, ts_ms, out)
-                else:
-                    self.tiles[view.name].add(entity, partition, offset, ts_ms, out)
+        for out, sinks in derived:
+            for entity_of, add in sinks:
+                add(entity_of(out), partition, offset, ts_ms, out)
         return None
+
+
+def _key_getter(join_keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The entity key of a row as a tuple, whatever the number of join keys."""
+    if len(join_keys) == 1:
+        (only,) = join_keys
+        return lambda row: (row[only],)
+    getter = itemgetter(*join_keys)
+    return lambda row: getter(row)

@@ -66,35 +66,37 @@ class TileBatch:
     def key(self, entity: tuple[Any, ...]) -> str:
         return state_key(self.project, self.view.name, self.view.join_keys, entity)
 
-    def script_args(self, entity: tuple[Any, ...], segments: list[tuple[int, Segment]]) -> list[Any]:
+    def key_args(self, segments: list[tuple[int, Segment]]) -> list[Any]:
+        """One key's part of a TILE_MERGE call: its retention cutoff and its segments."""
         max_ts = max(segment.max_ts for _, segment in segments)
-        args: list[Any] = [self.expiry_ms, max_ts - self.retention_ms, self.prune_every_ms]
+        args: list[Any] = [max_ts - self.retention_ms, len(segments)]
         for partition, segment in segments:
-            ops = self._ops(segment.cells)
-            args += [offset_field(self.topic, partition), segment.first, segment.last, len(ops)]
-            for op in ops:
-                args += op
+            self._segment_args(args, partition, segment.first, segment.last, segment.cells)
         return args
 
     def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
-        """(key, script args, segments in argument order) for every entity in the batch."""
+        """(key, its script args, its segments in argument order) for every entity in the batch."""
         out = []
         for entity, by_partition in self.segments.items():
             segments = sorted(by_partition.items())
-            out.append((self.key(entity), self.script_args(entity, segments), segments))
+            out.append((self.key(entity), self.key_args(segments), segments))
         return out
 
-    def single_event_calls(self, key: str, partition: int, segment: Segment) -> list[Any]:
-        """Script args replaying `segment` event by event (each its own fenced segment)."""
-        args: list[Any] = [self.expiry_ms, segment.max_ts - self.retention_ms, self.prune_every_ms]
+    def single_event_args(self, partition: int, segment: Segment) -> list[Any]:
+        """One key's args replaying `segment` event by event, each its own fenced segment."""
+        args: list[Any] = [segment.max_ts - self.retention_ms, len(segment.events)]
         for offset, ts_ms, row in segment.events:
             cells: dict[tuple[int, int], list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, partition, offset, row)
-            ops = self._ops(cells)
-            args += [offset_field(self.topic, partition), offset, offset, len(ops)]
-            for op in ops:
-                args += op
+            self._segment_args(args, partition, offset, offset, cells)
         return args
+
+    def _segment_args(self, args: list[Any], partition: int, first: int, last: int,
+                      cells: dict[tuple[int, int], list[Any]]) -> None:
+        ops = self._ops(cells)
+        args += [offset_field(self.topic, partition), first, last, len(ops)]
+        for op in ops:
+            args += op
 
     def _ops(self, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
         ops: list[list[Any]] = []
