@@ -8,65 +8,50 @@ from __future__ import annotations
 
 # Many entities per call (KEYS[1..n]); each key is updated atomically on its own, so callers
 # may group keys freely on one Redis and by hash slot on Redis Cluster.
-# ARGV[1]: expiry in ms; ARGV[2]: how far a key's retention cutoff must advance before it is scanned again.
-# Then per key, in KEYS order: retention cutoff (tiles ending at or before it are dropped), number of
-# segments, and the segments, one per source partition:
-#   offset field, first offset, last offset, number of ops, ops...
-# An op is `i|f field delta` (integer / float add), `< field v` / `> field v` (keep min / max),
-# or `l field value keyfield orderkey` (keep the value with the greatest fixed-width order key).
+# ARGV[1]: expiry in ms; ARGV[2]: how far a key's retention cutoff must advance before it is scanned
+# again; ARGV[3]: MessagePack (one blob: packing is far cheaper than thousands of arguments), a list
+# with per key, in KEYS order, [retention cutoff, segments]; tiles ending at or before the cutoff are
+# dropped. A segment is [offset field, first offset, last offset, ops], one per source partition.
+# An op is [i|f, field, delta] (integer / float add; floats as strings so no digit is lost),
+# [<|>, field, value] (keep min / max) or [l, field, value, keyfield, orderkey] (keep the value with
+# the greatest fixed-width order key).
 # Returns per key a list of per-segment statuses: 0 applied, 1 already applied (skipped),
 # 2 partly applied (the caller resends that segment event by event).
 TILE_MERGE = """
 local expiry = ARGV[1]
 local prune_every = tonumber(ARGV[2])
+local updates = cmsgpack.unpack(ARGV[3])
 local out = {}
-local i = 3
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local cutoff = tonumber(ARGV[i])
-  local nsegments = tonumber(ARGV[i + 1])
-  i = i + 2
+  local cutoff = updates[k][1]
   local statuses = {}
-  for _ = 1, nsegments do
-    local ofield = ARGV[i]
-    local first = tonumber(ARGV[i + 1])
-    local last = tonumber(ARGV[i + 2])
-    local nops = tonumber(ARGV[i + 3])
-    i = i + 4
+  for s, segment in ipairs(updates[k][2]) do
+    local ofield = segment[1]
     local stored = tonumber(redis.call('HGET', key, ofield) or '-1')
     local status = 0
-    if stored >= last then status = 1 elseif stored >= first then status = 2 end
-    for _ = 1, nops do
-      local op = ARGV[i]
-      if op == 'l' then
-        if status == 0 then
-          local old = redis.call('HGET', key, ARGV[i + 3])
-          if (not old) or old < ARGV[i + 4] then
-            redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    if stored >= segment[3] then status = 1 elseif stored >= segment[2] then status = 2 end
+    if status == 0 then
+      for _, op in ipairs(segment[4]) do
+        local kind = op[1]
+        if kind == 'i' then
+          redis.call('HINCRBY', key, op[2], op[3])
+        elseif kind == 'f' then
+          redis.call('HINCRBYFLOAT', key, op[2], op[3])
+        elseif kind == 'l' then
+          local old = redis.call('HGET', key, op[4])
+          if (not old) or old < op[5] then redis.call('HSET', key, op[2], op[3], op[4], op[5]) end
+        else
+          local old = redis.call('HGET', key, op[2])
+          if (not old) or (kind == '<' and tonumber(op[3]) < tonumber(old))
+              or (kind == '>' and tonumber(op[3]) > tonumber(old)) then
+            redis.call('HSET', key, op[2], op[3])
           end
         end
-        i = i + 5
-      else
-        if status == 0 then
-          local field = ARGV[i + 1]
-          local value = ARGV[i + 2]
-          if op == 'i' then
-            redis.call('HINCRBY', key, field, value)
-          elseif op == 'f' then
-            redis.call('HINCRBYFLOAT', key, field, value)
-          else
-            local old = redis.call('HGET', key, field)
-            if (not old) or (op == '<' and tonumber(value) < tonumber(old))
-                or (op == '>' and tonumber(value) > tonumber(old)) then
-              redis.call('HSET', key, field, value)
-            end
-          end
-        end
-        i = i + 3
       end
+      redis.call('HSET', key, ofield, segment[3])
     end
-    if status == 0 then redis.call('HSET', key, ofield, last) end
-    statuses[#statuses + 1] = status
+    statuses[s] = status
   end
   local pruned = tonumber(redis.call('HGET', key, '_p') or '-1')
   if cutoff > pruned + prune_every then

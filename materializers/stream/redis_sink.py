@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
+from msgspec import msgpack
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -67,10 +68,9 @@ class RedisSink:
         tile_groups = []
         for batch in tiles:
             for group in self._groups(batch.calls(), lambda call: call[0]):
-                args: list[Any] = [batch.expiry_ms, batch.prune_every_ms]
-                for _, key_args, _ in group:
-                    args += key_args
-                self._tile_merge(keys=[key for key, _, _ in group], args=args, client=pipe)
+                updates = msgpack.encode([update for _, update, _ in group])
+                self._tile_merge(keys=[key for key, _, _ in group],
+                                 args=[batch.expiry_ms, batch.prune_every_ms, updates], client=pipe)
                 tile_groups.append((batch, group))
         session_entities = [(batch, entity) for batch in sessions for entity in batch.entities()]
         for batch, entity in session_entities:
@@ -90,8 +90,8 @@ class RedisSink:
             return
         pipe = self.client.pipeline(transaction=False)
         for batch, key, partition, segment in resend:
-            self._tile_merge(keys=[key], args=[batch.expiry_ms, batch.prune_every_ms,
-                                               *batch.single_event_args(partition, segment)], client=pipe)
+            update = msgpack.encode([batch.single_event_update(partition, segment)])
+            self._tile_merge(keys=[key], args=[batch.expiry_ms, batch.prune_every_ms, update], client=pipe)
         pipe.execute()
 
     def _write_sessions(self, entities: list[tuple[SessionBatch, Any]], reads: list[list[Any]]) -> None:

@@ -44,7 +44,8 @@ class TileBatch:
         ]
         self.retention_ms = retention_ms(view)
         self.expiry_ms = max(self.retention_ms, view.ttl_ms or 0) + EXPIRY_MARGIN_MS
-        self.prune_every_ms = min(s.slide_ms for s in self.series)
+        # Scanning a hash for old tiles costs a pass over its fields: do it every tenth of the retention.
+        self.prune_every_ms = max(min(s.slide_ms for s in self.series), self.retention_ms // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
@@ -66,37 +67,31 @@ class TileBatch:
     def key(self, entity: tuple[Any, ...]) -> str:
         return state_key(self.project, self.view.name, self.view.join_keys, entity)
 
-    def key_args(self, segments: list[tuple[int, Segment]]) -> list[Any]:
-        """One key's part of a TILE_MERGE call: its retention cutoff and its segments."""
+    def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
+        """One key's part of a TILE_MERGE call: [retention cutoff, segments]."""
         max_ts = max(segment.max_ts for _, segment in segments)
-        args: list[Any] = [max_ts - self.retention_ms, len(segments)]
-        for partition, segment in segments:
-            self._segment_args(args, partition, segment.first, segment.last, segment.cells)
-        return args
+        return [max_ts - self.retention_ms, [
+            [offset_field(self.topic, partition), segment.first, segment.last, self._ops(segment.cells)]
+            for partition, segment in segments
+        ]]
 
     def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
-        """(key, its script args, its segments in argument order) for every entity in the batch."""
+        """(key, its update, its segments in update order) for every entity in the batch."""
         out = []
         for entity, by_partition in self.segments.items():
             segments = sorted(by_partition.items())
-            out.append((self.key(entity), self.key_args(segments), segments))
+            out.append((self.key(entity), self.key_update(segments), segments))
         return out
 
-    def single_event_args(self, partition: int, segment: Segment) -> list[Any]:
-        """One key's args replaying `segment` event by event, each its own fenced segment."""
-        args: list[Any] = [segment.max_ts - self.retention_ms, len(segment.events)]
+    def single_event_update(self, partition: int, segment: Segment) -> list[Any]:
+        """One key's update replaying `segment` event by event, each its own fenced segment."""
+        fenced = []
+        field = offset_field(self.topic, partition)
         for offset, ts_ms, row in segment.events:
             cells: dict[tuple[int, int], list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, partition, offset, row)
-            self._segment_args(args, partition, offset, offset, cells)
-        return args
-
-    def _segment_args(self, args: list[Any], partition: int, first: int, last: int,
-                      cells: dict[tuple[int, int], list[Any]]) -> None:
-        ops = self._ops(cells)
-        args += [offset_field(self.topic, partition), first, last, len(ops)]
-        for op in ops:
-            args += op
+            fenced.append([field, offset, offset, self._ops(cells)])
+        return [segment.max_ts - self.retention_ms, fenced]
 
     def _ops(self, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
         ops: list[list[Any]] = []
