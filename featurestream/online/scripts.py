@@ -26,9 +26,14 @@ for k = 1, #KEYS do
   local key = KEYS[k]
   local cutoff = updates[k][1]
   local statuses = {}
-  for s, segment in ipairs(updates[k][2]) do
+  local segments = updates[k][2]
+  local fields = {'_p'}
+  for s, segment in ipairs(segments) do fields[s + 1] = segment[1] end
+  local stored_offsets = redis.call('HMGET', key, unpack(fields))
+  local applied = {}
+  for s, segment in ipairs(segments) do
     local ofield = segment[1]
-    local stored = tonumber(redis.call('HGET', key, ofield) or '-1')
+    local stored = tonumber(stored_offsets[s + 1] or '-1')
     local status = 0
     if stored >= segment[3] then status = 1 elseif stored >= segment[2] then status = 2 end
     if status == 0 then
@@ -49,11 +54,13 @@ for k = 1, #KEYS do
           end
         end
       end
-      redis.call('HSET', key, ofield, segment[3])
+      applied[#applied + 1] = ofield
+      applied[#applied + 1] = segment[3]
     end
     statuses[s] = status
   end
-  local pruned = tonumber(redis.call('HGET', key, '_p') or '-1')
+  if #applied > 0 then redis.call('HSET', key, unpack(applied)) end
+  local pruned = tonumber(stored_offsets[1] or '-1')
   if cutoff > pruned + prune_every then
     local drop = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -86,11 +93,9 @@ for k = 1, #KEYS do
   i = first_pair + 2 * npairs
   local version = redis.call('HGET', key, 'v') or ''
   if version == expected then
-    redis.call('HSET', key, 's', state)
-    redis.call('HINCRBY', key, 'v', 1)
-    for j = first_pair, i - 1, 2 do
-      redis.call('HSET', key, ARGV[j], ARGV[j + 1])
-    end
+    local fields = {'s', state, 'v', (tonumber(version) or 0) + 1}
+    for j = first_pair, i - 1 do fields[#fields + 1] = ARGV[j] end
+    redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ARGV[1])
     out[k] = 1
   else

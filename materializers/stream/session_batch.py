@@ -31,6 +31,7 @@ class SessionBatch:
         self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
             + EXPIRY_MARGIN_MS
         self._events: dict[tuple[Any, ...], list[tuple[int, int, int, dict[str, tuple[str, Any]]]]] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         values = {name: (function, row[column]) for name, function, column in self.columns}
@@ -43,7 +44,10 @@ class SessionBatch:
         return list(self._events)
 
     def key(self, entity: tuple[Any, ...]) -> str:
-        return state_key(self.project, self.view.name, self.view.join_keys, entity)
+        key = self._keys.get(entity)
+        if key is None:
+            key = self._keys[entity] = state_key(self.project, self.view.name, self.view.join_keys, entity)
+        return key
 
     def _partitions(self, entity: tuple[Any, ...]) -> list[int]:
         return sorted({partition for partition, *_ in self._events[entity]})

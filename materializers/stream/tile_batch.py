@@ -47,6 +47,7 @@ class TileBatch:
         # Scanning a hash for old tiles costs a pass over its fields: do it every tenth of the retention.
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), self.retention_ms // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         by_partition = self.segments.get(entity)
@@ -65,7 +66,10 @@ class TileBatch:
         return len(self.segments)
 
     def key(self, entity: tuple[Any, ...]) -> str:
-        return state_key(self.project, self.view.name, self.view.join_keys, entity)
+        key = self._keys.get(entity)
+        if key is None:
+            key = self._keys[entity] = state_key(self.project, self.view.name, self.view.join_keys, entity)
+        return key
 
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
         """One key's part of a TILE_MERGE call: [retention cutoff, segments]."""
