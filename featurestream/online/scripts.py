@@ -8,10 +8,12 @@ from __future__ import annotations
 
 # Many entities per call (KEYS[1..n]); each key is updated atomically on its own, so callers
 # may group keys freely on one Redis and by hash slot on Redis Cluster.
-# ARGV[1]: expiry in ms; ARGV[2]: how far a key's retention cutoff must advance before it is scanned
-# again; ARGV[3]: MessagePack (one blob: packing is far cheaper than thousands of arguments), a list
-# with per key, in KEYS order, [retention cutoff, segments]; tiles ending at or before the cutoff are
-# dropped. A segment is [offset field, first offset, last offset, ops], one per source partition.
+# ARGV[1]: expiry in ms; ARGV[2]: how far a key's newest event time must advance before it is
+# scanned for old tiles again; ARGV[3]: MessagePack map `column|slide` -> retention + slide (ms): a
+# tile starting at or before newest event time minus that is dropped; ARGV[4]: MessagePack (one
+# blob: packing is far cheaper than thousands of arguments), a list with per key, in KEYS order,
+# [newest event time, segments]. A segment is [offset field, first offset, last offset, ops], one
+# per source partition.
 # An op is [i|f, field, delta] (integer / float add; floats as strings so no digit is lost),
 # [<|>, field, value] (keep min / max) or [l, field, value, keyfield, orderkey] (keep the value with
 # the greatest fixed-width order key).
@@ -20,11 +22,12 @@ from __future__ import annotations
 TILE_MERGE = """
 local expiry = ARGV[1]
 local prune_every = tonumber(ARGV[2])
-local updates = cmsgpack.unpack(ARGV[3])
+local keep = cmsgpack.unpack(ARGV[3])
+local updates = cmsgpack.unpack(ARGV[4])
 local out = {}
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local cutoff = updates[k][1]
+  local newest = updates[k][1]
   local statuses = {}
   local segments = updates[k][2]
   local fields = {'_p'}
@@ -61,15 +64,16 @@ for k = 1, #KEYS do
   end
   if #applied > 0 then redis.call('HSET', key, unpack(applied)) end
   local pruned = tonumber(stored_offsets[1] or '-1')
-  if cutoff > pruned + prune_every then
+  if newest > pruned + prune_every then
     local drop = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      local slide, start = string.match(field, '^[^|]*|(%d+)|(%-?%d+)|')
-      if slide and tonumber(start) + tonumber(slide) <= cutoff then drop[#drop + 1] = field end
+      local series, start = string.match(field, '^([^|]*|%d+)|(%-?%d+)|')
+      local span = series and keep[series]
+      if span and tonumber(start) <= newest - span then drop[#drop + 1] = field end
       if #drop >= 4000 then redis.call('HDEL', key, unpack(drop)); drop = {} end
     end
     if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
-    redis.call('HSET', key, '_p', cutoff)
+    redis.call('HSET', key, '_p', newest)
   end
   redis.call('PEXPIRE', key, expiry)
   out[k] = statuses

@@ -47,9 +47,23 @@ def view_series(view: StreamViewSpec) -> tuple[Series, ...]:
 
 
 def retention_ms(view: StreamViewSpec) -> int:
-    """How far behind the newest event a tile is still needed: the longest window plus the lateness."""
+    """How far behind the newest event any tile of the view is still needed: longest window plus lateness."""
     longest = max((a.window_ms or 0 for a in view.aggregations), default=0)
     return longest + view.source.lateness_ms
+
+
+def series_retention_ms(view: StreamViewSpec) -> dict[str, int]:
+    """Per series (`column|slide`), how far behind the newest event its tiles are still needed.
+
+    A 1 min tile that only 1 h windows read is dropped after an hour, not after the day a
+    24 h window on another series needs: hashes stay small for serving and for pruning scans.
+    """
+    needed: dict[str, int] = {}
+    for agg in view.aggregations:
+        if agg.window_ms is not None and agg.slide_ms is not None:
+            prefix = f"{agg.column}|{agg.slide_ms}"
+            needed[prefix] = max(needed.get(prefix, 0), agg.window_ms + view.source.lateness_ms)
+    return needed
 
 
 def order_key(ts_ms: int, partition: int, offset: int) -> str:

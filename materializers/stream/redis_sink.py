@@ -70,7 +70,7 @@ class RedisSink:
             for group in self._groups(batch.calls(), lambda call: call[0]):
                 updates = msgpack.encode([update for _, update, _ in group])
                 self._tile_merge(keys=[key for key, _, _ in group],
-                                 args=[batch.expiry_ms, batch.prune_every_ms, updates], client=pipe)
+                                 args=[batch.expiry_ms, batch.prune_every_ms, batch.keep, updates], client=pipe)
                 tile_groups.append((batch, group))
         session_entities = [(batch, entity) for batch in sessions for entity in batch.entities()]
         for batch, entity in session_entities:
@@ -91,7 +91,8 @@ class RedisSink:
         pipe = self.client.pipeline(transaction=False)
         for batch, key, partition, segment in resend:
             update = msgpack.encode([batch.single_event_update(partition, segment)])
-            self._tile_merge(keys=[key], args=[batch.expiry_ms, batch.prune_every_ms, update], client=pipe)
+            self._tile_merge(keys=[key], args=[batch.expiry_ms, batch.prune_every_ms, batch.keep, update],
+                             client=pipe)
         pipe.execute()
 
     def _write_sessions(self, entities: list[tuple[SessionBatch, Any]], reads: list[list[Any]]) -> None:

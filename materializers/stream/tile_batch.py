@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from msgspec import msgpack
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.keys import offset_field, state_key
-from featurestream.online.series import LAST_KEY, order_key, retention_ms, view_series
+from featurestream.online.series import LAST_KEY, order_key, retention_ms, series_retention_ms, view_series
 
 EXPIRY_MARGIN_MS = 3_600_000
 # Cell slots: count, sum, sum of squares, min, max, last value, last order key.
@@ -42,10 +43,12 @@ class TileBatch:
              "lo" in s.components, "hi" in s.components, "lv" in s.components)
             for i, s in enumerate(self.series)
         ]
-        self.retention_ms = retention_ms(view)
-        self.expiry_ms = max(self.retention_ms, view.ttl_ms or 0) + EXPIRY_MARGIN_MS
-        # Scanning a hash for old tiles costs a pass over its fields: do it every tenth of the retention.
-        self.prune_every_ms = max(min(s.slide_ms for s in self.series), self.retention_ms // 10)
+        self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
+        retention = series_retention_ms(view)
+        # A tile starting at or before (newest event time - keep[series]) has left every window.
+        self.keep = msgpack.encode({series: ms + int(series.rsplit("|", 1)[1]) for series, ms in retention.items()})
+        # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
+        self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
         self._keys: dict[tuple[Any, ...], str] = {}
 
@@ -72,9 +75,8 @@ class TileBatch:
         return key
 
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
-        """One key's part of a TILE_MERGE call: [retention cutoff, segments]."""
-        max_ts = max(segment.max_ts for _, segment in segments)
-        return [max_ts - self.retention_ms, [
+        """One key's part of a TILE_MERGE call: [newest event time, segments]."""
+        return [max(segment.max_ts for _, segment in segments), [
             [offset_field(self.topic, partition), segment.first, segment.last, self._ops(segment.cells)]
             for partition, segment in segments
         ]]
@@ -95,7 +97,7 @@ class TileBatch:
             cells: dict[tuple[int, int], list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, partition, offset, row)
             fenced.append([field, offset, offset, self._ops(cells)])
-        return [segment.max_ts - self.retention_ms, fenced]
+        return [segment.max_ts, fenced]
 
     def _ops(self, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
         ops: list[list[Any]] = []

@@ -48,3 +48,38 @@ def test_windows_and_sessions_equal_the_reference(seed: int, tmp_path: Path, red
     logged = pq.read_table(tmp_path / "log").to_pylist()
     assert sorted((r["_partition"], r["_offset"]) for r in logged) == sorted(
         (e["partition"], e["offset"]) for e in accepted)
+
+
+def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: redis.Redis, kafka_bootstrap: str,
+                                               topic_name: str) -> None:
+    from featurestream.online.keys import parse_tile_field, state_key
+    from featurestream.online.series import series_retention_ms
+    from materializers.stream.tile_batch import TileBatch
+
+    create_topic(kafka_bootstrap, topic_name, 1)
+    views = retarget(topic_name, tmp_path / "log")
+    activity = next(v for v in views if v.name == "user_activity")
+    events = random_stream(random.Random(9), 600, users=3, items=3, start_ms=1_795_000_000_000,
+                           span_ms=30 * HOUR, lateness_ms=activity.source.lateness_ms, late_fraction=0.0)
+    placements = produce(kafka_bootstrap, topic_name, encode(events), [None] * len(events))
+    project = f"t{uuid.uuid4().hex[:8]}"
+    run_until_idle(project, views, redis_client, kafka_bootstrap, f"g-{topic_name}", batch_size=20)
+
+    accepted, _ = reference_events(events, placements, activity.source.lateness_ms)
+    retention = series_retention_ms(activity)
+    prune_every = TileBatch(project, activity).prune_every_ms
+    for user in {e["user_id"] for e in accepted}:
+        key = state_key(project, activity.name, activity.join_keys, (user,))
+        newest = max(e["ts"] for e in accepted if e["user_id"] == user)
+        tiles = [parse_tile_field(f.decode()) for f in redis_client.hkeys(key)]
+        starts: dict[str, list[int]] = {}
+        for tile in filter(None, tiles):
+            column, slide, start, _ = tile
+            starts.setdefault(f"{column}|{slide}", []).append(start)
+        assert starts, "the user should have tiles"
+        for series, series_starts in starts.items():
+            oldest_allowed = newest - retention[series] - int(series.split("|")[1]) - prune_every
+            assert min(series_starts) > oldest_allowed, f"{series} keeps tiles past its retention"
+        assert len(starts["event_id|60000"]) <= (retention["event_id|60000"] + prune_every) // 60000 + 2
+        assert 0 < redis_client.pttl(key) <= 25 * HOUR + 2 * HOUR
+    assert mismatches(redis_client, project, views, accepted, [max(e["ts"] for e in accepted)]) == []
