@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 from featurestream.cli.common import console, err_console, fail, friendly_errors, settings
 from featurestream.config import Settings, kafka_client_config
-from featurestream.definitions import load_repo
+from featurestream.definitions import StreamViewSpec, load_repo
 from featurestream.replay import count_lines, event_log_files, iter_event_log, iter_jsonl, replay
 
 materialize_app = typer.Typer(help="Run the materializers that write features into Redis.", no_args_is_help=True)
@@ -90,6 +91,12 @@ def materialize_stream(
     console.print("stopped cleanly")
 
 
+def _usual_key(views: list[StreamViewSpec]) -> str:
+    """The join key most views of a source share (ties by name), so one entity's events share a partition."""
+    counts = Counter(view.join_keys[0] for view in views)
+    return min(counts, key=lambda key: (-counts[key], key))
+
+
 @friendly_errors
 def replay_command(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON lines, one event per line.")] = None,
@@ -97,7 +104,7 @@ def replay_command(
     source: Annotated[str, typer.Option(help="KafkaSource whose topic (and event log) to use.")] = "clicks",
     topic: Annotated[str | None, typer.Option(help="Override the topic.")] = None,
     key_field: Annotated[str | None, typer.Option(help="Field whose value keys each record (default: the "
-                                                  "first join key of the source's views).")] = None,
+                                                  "join key most of the source's views use).")] = None,
     rate: Annotated[float, typer.Option(min=0, help="Records per second; 0 = as fast as possible.")] = 0.0,
 ) -> None:
     """Produce stored events into a topic, keyed by entity, with a progress bar."""
@@ -127,7 +134,7 @@ def replay_command(
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TaskProgressColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"replaying into {target}", total=total)
-        summary = replay(records, target, kafka_client_config(config), key_field or views[0].join_keys[0], rate,
+        summary = replay(records, target, kafka_client_config(config), key_field or _usual_key(views), rate,
                          progress=lambda done: bar.update(task, completed=done))
     console.print(f"produced {summary.produced:,} records from {origin} into {target} in {summary.seconds:.1f} s "
                   f"({summary.rate:,.0f}/s)" + (f"; {summary.failed} failed" if summary.failed else ""))

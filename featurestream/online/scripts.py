@@ -28,15 +28,24 @@ local out = {}
 for k = 1, #KEYS do
   local key = KEYS[k]
   local newest = updates[k][1]
-  local statuses = {}
   local segments = updates[k][2]
+  -- One read for the fences, the prune mark and every value a min / max / last op compares with.
   local fields = {'_p'}
-  for s, segment in ipairs(segments) do fields[s + 1] = segment[1] end
-  local stored_offsets = redis.call('HMGET', key, unpack(fields))
-  local applied = {}
+  for _, segment in ipairs(segments) do
+    fields[#fields + 1] = segment[1]
+    for _, op in ipairs(segment[4]) do
+      if op[1] == 'l' then fields[#fields + 1] = op[4]
+      elseif op[1] == '<' or op[1] == '>' then fields[#fields + 1] = op[2] end
+    end
+  end
+  local read = redis.call('HMGET', key, unpack(fields))
+  local current = {}
+  for j, field in ipairs(fields) do current[field] = read[j] end
+  local changed = {}
+  local statuses = {}
   for s, segment in ipairs(segments) do
     local ofield = segment[1]
-    local stored = tonumber(stored_offsets[s + 1] or '-1')
+    local stored = tonumber(current[ofield] or '-1')
     local status = 0
     if stored >= segment[3] then status = 1 elseif stored >= segment[2] then status = 2 end
     if status == 0 then
@@ -47,23 +56,33 @@ for k = 1, #KEYS do
         elseif kind == 'f' then
           redis.call('HINCRBYFLOAT', key, op[2], op[3])
         elseif kind == 'l' then
-          local old = redis.call('HGET', key, op[4])
-          if (not old) or old < op[5] then redis.call('HSET', key, op[2], op[3], op[4], op[5]) end
+          local old = current[op[4]]
+          if (not old) or old < op[5] then
+            current[op[2]] = op[3]; current[op[4]] = op[5]
+            changed[op[2]] = true; changed[op[4]] = true
+          end
         else
-          local old = redis.call('HGET', key, op[2])
+          local old = current[op[2]]
           if (not old) or (kind == '<' and tonumber(op[3]) < tonumber(old))
               or (kind == '>' and tonumber(op[3]) > tonumber(old)) then
-            redis.call('HSET', key, op[2], op[3])
+            current[op[2]] = op[3]
+            changed[op[2]] = true
           end
         end
       end
-      applied[#applied + 1] = ofield
-      applied[#applied + 1] = segment[3]
+      current[ofield] = segment[3]
+      changed[ofield] = true
     end
     statuses[s] = status
   end
-  if #applied > 0 then redis.call('HSET', key, unpack(applied)) end
-  local pruned = tonumber(stored_offsets[1] or '-1')
+  local writes = {}
+  for field in pairs(changed) do
+    writes[#writes + 1] = field
+    writes[#writes + 1] = current[field]
+  end
+  if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
+  -- Old tiles go, and the expiry is renewed, each time the newest event time moves on by prune_every.
+  local pruned = tonumber(current['_p'] or '-1')
   if newest > pruned + prune_every then
     local drop = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -74,8 +93,8 @@ for k = 1, #KEYS do
     end
     if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
     redis.call('HSET', key, '_p', newest)
+    redis.call('PEXPIRE', key, expiry)
   end
-  redis.call('PEXPIRE', key, expiry)
   out[k] = statuses
 end
 return out
