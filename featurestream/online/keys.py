@@ -26,16 +26,22 @@ def state_key(project: str, view: str, join_keys: Sequence[str], values: Sequenc
     return f"fs:{project}:{view}:{{{entity_tag(join_keys, values)}}}"
 
 
-def state_key_prefix(project: str, view: str) -> str:
-    return f"fs:{project}:{view}:"
+class StateKeys:
+    """The state key of each entity of one view, formatted once per entity and batch."""
+
+    def __init__(self, project: str, view: str, join_keys: Sequence[str]) -> None:
+        self._parts = (project, view, join_keys)
+        self._keys: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, entity: tuple[Any, ...]) -> str:
+        key = self._keys.get(entity)
+        if key is None:
+            key = self._keys[entity] = state_key(*self._parts, entity)
+        return key
 
 
 def offset_field(topic: str, partition: int) -> str:
     return f"o|{topic}|{partition}"
-
-
-def tile_field(column: str, slide_ms: int, tile_start_ms: int, component: str) -> str:
-    return f"{column}|{slide_ms}|{tile_start_ms}|{component}"
 
 
 def parse_tile_field(name: str) -> tuple[str, int, int, str] | None:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from featurestream.definitions import StreamViewSpec
+from featurestream.online.keys import parse_tile_field
 from featurestream.online.series import LAST_KEY
 from featurestream.windows import sessions
 from featurestream.windows.aggregations import Partial, window_value
@@ -21,12 +22,11 @@ def parse_tiles(fields: Mapping[bytes, bytes]) -> Tiles:
     """The hash's tile fields as partials (`column|slide|start|component` -> value)."""
     tiles: Tiles = {}
     for raw_name, raw_value in fields.items():
-        name = raw_name.decode()
-        parts = name.split("|")
-        if len(parts) != 4 or parts[0] == "o":
+        tile = parse_tile_field(raw_name.decode())
+        if tile is None:
             continue
-        column, slide, start, component = parts
-        partial = tiles.setdefault((column, int(slide)), {}).setdefault(int(start), {})
+        column, slide, start, component = tile
+        partial = tiles.setdefault((column, slide), {}).setdefault(start, {})
         if component == "n":
             partial["n"] = int(raw_value)
         elif component in _FLOATS:

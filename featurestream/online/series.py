@@ -10,20 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from featurestream.definitions import StreamViewSpec
+from featurestream.windows.aggregations import COMPONENTS, LAST_ORDER_KEY
 
-# function -> the components of its partial (see featurestream.windows.aggregations)
+# function -> the components of its partial, as featurestream.windows.aggregations defines them
 FUNCTION_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "count": ("n",),
-    "sum": ("s",),
-    "mean": ("n", "s"),
-    "var": ("n", "s", "q"),
-    "stddev": ("n", "s", "q"),
-    "min": ("lo",),
-    "max": ("hi",),
-    "last": ("lv",),
+    function: tuple(component for component, _ in components) for function, components in COMPONENTS.items()
 }
 COMPONENT_ORDER = ("n", "s", "q", "lo", "hi", "lv")
-LAST_KEY = "lk"  # the order key stored beside `lv`
+LAST_KEY = LAST_ORDER_KEY  # the order key stored beside `lv`
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ MISSING_TIMESTAMP = "missing_timestamp"
 WRONG_TYPE = "wrong_type"
 BAD_TIMESTAMP = "bad_timestamp"
 LATE = "late"
-REASONS = (UNDECODABLE, MISSING_KEY, MISSING_TIMESTAMP, WRONG_TYPE, BAD_TIMESTAMP, LATE)
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01: anything earlier is a unit mistake, not an event
 MAX_FUTURE_MS = 86_400_000  # more than a day ahead of the wall clock is absurd

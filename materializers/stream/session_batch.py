@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import offset_field, state_key
+from featurestream.online.keys import StateKeys, offset_field
 from featurestream.online.series import order_key
 from featurestream.windows import sessions
 
@@ -31,7 +31,7 @@ class SessionBatch:
         self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
             + EXPIRY_MARGIN_MS
         self._events: dict[tuple[Any, ...], list[tuple[int, int, int, dict[str, tuple[str, Any]]]]] = {}
-        self._keys: dict[tuple[Any, ...], str] = {}
+        self.key = StateKeys(project, view.name, view.join_keys)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         values = {name: (function, row[column]) for name, function, column in self.columns}
@@ -43,11 +43,6 @@ class SessionBatch:
     def entities(self) -> list[tuple[Any, ...]]:
         return list(self._events)
 
-    def key(self, entity: tuple[Any, ...]) -> str:
-        key = self._keys.get(entity)
-        if key is None:
-            key = self._keys[entity] = state_key(self.project, self.view.name, self.view.join_keys, entity)
-        return key
 
     def _partitions(self, entity: tuple[Any, ...]) -> list[int]:
         return sorted({partition for partition, *_ in self._events[entity]})

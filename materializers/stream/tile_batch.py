@@ -15,7 +15,7 @@ import orjson
 from msgspec import msgpack
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import offset_field, state_key
+from featurestream.online.keys import StateKeys, offset_field
 from featurestream.online.series import LAST_KEY, order_key, retention_ms, series_retention_ms, view_series
 
 EXPIRY_MARGIN_MS = 3_600_000
@@ -50,7 +50,7 @@ class TileBatch:
         # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
-        self._keys: dict[tuple[Any, ...], str] = {}
+        self.key = StateKeys(project, view.name, view.join_keys)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         by_partition = self.segments.get(entity)
@@ -68,11 +68,6 @@ class TileBatch:
     def __len__(self) -> int:
         return len(self.segments)
 
-    def key(self, entity: tuple[Any, ...]) -> str:
-        key = self._keys.get(entity)
-        if key is None:
-            key = self._keys[entity] = state_key(self.project, self.view.name, self.view.join_keys, entity)
-        return key
 
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
         """One key's part of a TILE_MERGE call: [newest event time, segments]."""

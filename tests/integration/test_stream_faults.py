@@ -123,6 +123,11 @@ def _materializer(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _assert_exits_cleanly(proc: subprocess.Popen[bytes]) -> None:
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+
+
 def _produce_random(kafka_bootstrap: str, topic: str, views: list[StreamViewSpec], n: int, seed: int,
                     partitions: int) -> tuple[list[dict], list[dict]]:
     create_topic(kafka_bootstrap, topic, partitions)
@@ -161,9 +166,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(stream_repo: tuple[Pa
             kills += 1
         proc.wait(30)
     assert kills >= 3
-    final = _materializer(env, "--idle-exit", "3")
-    _, stderr = final.communicate(timeout=240)
-    assert final.returncode == 0, stderr.decode()[-2000:]
+    _assert_exits_cleanly(_materializer(env, "--idle-exit", "3"))
     _check(redis_client, repo, accepted)
 
 
@@ -176,8 +179,7 @@ def test_two_processes_in_one_group_give_the_state_of_one(stream_repo: tuple[Pat
     first = _materializer(env, "--idle-exit", "6", "--batch-size", "100")
     second = _materializer(env, "--idle-exit", "6", "--batch-size", "100")
     for proc in (first, second):
-        _, stderr = proc.communicate(timeout=240)
-        assert proc.returncode == 0, stderr.decode()[-2000:]
+        _assert_exits_cleanly(proc)
     _check(redis_client, repo, accepted)
 
 
@@ -194,8 +196,7 @@ def test_sigterm_finishes_commits_and_exits_0(stream_repo: tuple[Path, dict[str,
         time.sleep(0.2)
     assert redis_client.exists(key), "the event was not applied"
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr.decode()[-2000:]
+    _assert_exits_cleanly(proc)
     group = f"featurestream-{load_repo(repo).project}"
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     try:
