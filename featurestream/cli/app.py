@@ -7,6 +7,7 @@ from featurestream.cli.stream import materialize_app, replay_command
 from featurestream.cli.demo import demo
 from featurestream.cli.generate import generate
 from featurestream.cli.repo import apply, show
+from featurestream.cli.serve import serve
 
 app = typer.Typer(
     help="featurestream: streaming features from Kafka into Redis, Feast-compatible serving, "
@@ -21,3 +22,4 @@ app.command()(generate)
 app.command()(apply)
 app.command()(show)
 app.command()(demo)
+app.command()(serve)

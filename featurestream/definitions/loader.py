@@ -70,13 +70,15 @@ def specs_from_objects(
     feature_services: Iterable[Any] = (),
 ) -> RepoSpecs:
     """Convert Feast objects (from a registry or built in code) to specs, validating each."""
+    entities = list(entities)
     join_keys = {e.name: e.join_key for e in entities}
     stream = {v.name: stream_view_spec(v, join_keys) for v in stream_feature_views}
     batch = {v.name: batch_view_spec(v, join_keys) for v in feature_views if v.name not in stream}
     on_demand = {v.name: on_demand_view_spec(v) for v in on_demand_feature_views}
     known = {**stream, **batch, **on_demand}
     services = {s.name: feature_service_spec(s, known) for s in feature_services}
-    return RepoSpecs(project, stream, batch, on_demand, services)
+    key_types = {e.join_key: e.value_type.name for e in entities}
+    return RepoSpecs(project, stream, batch, on_demand, services, key_types)
 
 
 def _ms(delta: timedelta | None) -> int | None:

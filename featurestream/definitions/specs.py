@@ -116,3 +116,4 @@ class RepoSpecs:
     batch_views: dict[str, BatchViewSpec]
     on_demand_views: dict[str, OnDemandViewSpec]
     feature_services: dict[str, FeatureServiceSpec]
+    join_key_types: dict[str, str] = field(default_factory=dict)  # join key -> Feast ValueType name, e.g. INT64

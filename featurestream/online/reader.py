@@ -40,7 +40,11 @@ def parse_tiles(fields: Mapping[bytes, bytes]) -> Tiles:
 
 def window_features(view: StreamViewSpec, fields: Mapping[bytes, bytes], t_ms: int) -> dict[str, Any]:
     """Every aggregation of a windowed view at time t (empty values where the entity has no state)."""
-    tiles = parse_tiles(fields) if fields else {}
+    return tile_features(view, parse_tiles(fields) if fields else {}, t_ms)
+
+
+def tile_features(view: StreamViewSpec, tiles: Tiles, t_ms: int) -> dict[str, Any]:
+    """`window_features` from already parsed tiles (the serving API also reads their age)."""
     out: dict[str, Any] = {}
     for agg in view.aggregations:
         assert agg.window_ms is not None and agg.slide_ms is not None
@@ -52,8 +56,15 @@ def window_features(view: StreamViewSpec, fields: Mapping[bytes, bytes], t_ms: i
 
 def session_features(view: StreamViewSpec, blob: bytes | None, t_ms: int) -> dict[str, Any]:
     """The session features of a session view at time t (exact for t at or after the session's last event)."""
+    return session_features_at(view, blob, t_ms)[0]
+
+
+def session_features_at(view: StreamViewSpec, blob: bytes | None, t_ms: int) -> tuple[dict[str, Any], int | None]:
+    """`session_features`, plus the time of the entity's latest event at or before t (None without one)."""
     functions = {a.name: a.function for a in view.aggregations}
     if not blob:
-        return sessions.no_session(functions)
-    features, _exact = sessions.session_at(sessions.decode(blob), t_ms, view.session_gap_ms or 0, functions)
-    return features
+        return sessions.no_session(functions), None
+    state = sessions.decode(blob)
+    features, _exact = sessions.session_at(state, t_ms, view.session_gap_ms or 0, functions)
+    started = [s for s in state if s[sessions.START] <= t_ms]
+    return features, min(started[-1][sessions.LAST], t_ms) if started else None

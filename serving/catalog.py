@@ -1,0 +1,140 @@
+"""One registry snapshot, and the read plans of the feature lists requested from it.
+
+A plan is compiled once per distinct (feature list, full names) and cached, so a
+request does no registry work: it only fills the plan with its entities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from featurestream.definitions import BatchViewSpec, OnDemandViewSpec, RepoSpecs, StreamViewSpec
+from featurestream.online.keys import StateKeys
+from serving.errors import Invalid, NotFound
+from serving.feast_layout import EntityKeys, feature_fields
+
+Kind = Literal["batch", "window", "session"]
+_PLAN_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class ViewRead:
+    """One batch or stream view a request reads: which features, from which keys."""
+
+    name: str
+    kind: Kind
+    join_keys: tuple[str, ...]
+    features: tuple[str, ...]  # batch: the fields fetched; stream: the features picked from the computed ones
+    spec: BatchViewSpec | StreamViewSpec
+    fields: tuple[bytes, ...] = ()  # batch only: HMGET fields, `_ts:<view>` last
+    state_key: StateKeys | None = None  # stream only
+
+
+@dataclass(frozen=True)
+class OnDemandRun:
+    spec: OnDemandViewSpec
+    sources: tuple[int, ...]  # indexes of the reads whose features feed it
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    source: int  # index into plan.reads, or len(plan.reads) + i for plan.on_demand[i]
+    column: int  # index into that read's features (or the on-demand view's features)
+
+
+@dataclass(frozen=True)
+class Plan:
+    reads: tuple[ViewRead, ...]
+    on_demand: tuple[OnDemandRun, ...]
+    outputs: tuple[Output, ...]
+    join_keys: tuple[str, ...]  # every join key the reads need
+    request_fields: tuple[str, ...]  # every request field the on-demand views need
+    has_on_demand_or_stream: bool
+
+
+class Catalog:
+    """The specs of one project, with its Feast entity-key encoder and a cache of plans."""
+
+    def __init__(self, specs: RepoSpecs) -> None:
+        self.specs = specs
+        self.entity_keys = EntityKeys(specs.project, specs.join_key_types)
+        self._state_keys = {
+            name: StateKeys(specs.project, name, view.join_keys) for name, view in specs.stream_views.items()
+        }
+        self._plans: dict[tuple[tuple[str, ...], bool], Plan] = {}
+
+    def service_features(self, service: str) -> tuple[str, ...]:
+        spec = self.specs.feature_services.get(service)
+        if spec is None:
+            raise NotFound(f"feature service {service!r} is not in project {self.specs.project!r}")
+        return spec.features
+
+    def plan(self, refs: tuple[str, ...], full_names: bool) -> Plan:
+        plan = self._plans.get((refs, full_names))
+        if plan is None:
+            if len(self._plans) >= _PLAN_CACHE_LIMIT:
+                self._plans.clear()
+            plan = self._plans[(refs, full_names)] = self._compile(refs, full_names)
+        return plan
+
+    def _compile(self, refs: tuple[str, ...], full_names: bool) -> Plan:
+        wanted: dict[str, list[str]] = {}  # view -> requested features, in first-appearance order of views
+        for index, ref in enumerate(refs):
+            view, sep, feature = ref.partition(":")
+            if not sep or not view or not feature:
+                raise Invalid(f"features[{index}]: {ref!r} is not <feature view>:<feature>")
+            known = self._feature_names(view)
+            if feature not in known:
+                raise NotFound(f"feature {feature!r} is not in feature view {view!r}")
+            if feature not in wanted.setdefault(view, []):
+                wanted[view].append(feature)
+        on_demand = [v for v in wanted if v in self.specs.on_demand_views]
+        fetched = {v: list(fs) for v, fs in wanted.items() if v not in self.specs.on_demand_views}
+        for name in on_demand:  # an on-demand view reads every feature of its source views
+            for source in self.specs.on_demand_views[name].source_views:
+                self._feature_names(source)
+                fetched.setdefault(source, [])[:] = list(self._feature_names(source))
+        reads = tuple(self._read(view, features) for view, features in fetched.items())
+        index = {read.name: i for i, read in enumerate(reads)}
+        runs = tuple(
+            OnDemandRun(self.specs.on_demand_views[n], tuple(index[s] for s in self.specs.on_demand_views[n].source_views))
+            for n in on_demand
+        )
+        outputs = []
+        for view, features in wanted.items():  # Feast's order: views first, then on-demand views; schema order inside
+            if view in self.specs.on_demand_views:
+                continue
+            read = reads[index[view]]
+            outputs += [self._output(view, f, index[view], read.features.index(f), full_names)
+                        for f in read.features if f in features]
+        for i, run in enumerate(runs):
+            names = run.spec.feature_names
+            outputs += [self._output(run.spec.name, f, len(reads) + i, names.index(f), full_names)
+                        for f in names if f in wanted[run.spec.name]]
+        join_keys = tuple(dict.fromkeys(k for read in reads for k in read.join_keys))
+        request_fields = tuple(dict.fromkeys(f for run in runs for f in run.spec.request_fields))
+        return Plan(reads, runs, tuple(outputs), join_keys, request_fields,
+                    bool(runs) or any(r.kind != "batch" for r in reads))
+
+    @staticmethod
+    def _output(view: str, feature: str, source: int, column: int, full_names: bool) -> Output:
+        return Output(f"{view}__{feature}" if full_names else feature, source, column)
+
+    def _feature_names(self, view: str) -> tuple[str, ...]:
+        for views in (self.specs.batch_views, self.specs.stream_views, self.specs.on_demand_views):
+            spec: Any = views.get(view)
+            if spec is not None:
+                return spec.feature_names
+        raise NotFound(f"feature view {view!r} is not in project {self.specs.project!r}")
+
+    def _read(self, view: str, features: list[str]) -> ViewRead:
+        batch = self.specs.batch_views.get(view)
+        if batch is not None:
+            ordered = tuple(f for f in batch.feature_names if f in features)
+            return ViewRead(view, "batch", batch.join_keys, ordered, batch, tuple(feature_fields(view, ordered)))
+        stream = self.specs.stream_views[view]
+        ordered = tuple(f for f in stream.feature_names if f in features)
+        kind: Kind = "session" if stream.is_session else "window"
+        return ViewRead(view, kind, stream.join_keys, ordered, stream, state_key=self._state_keys[view])

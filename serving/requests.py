@@ -1,0 +1,110 @@
+"""Request bodies, decoded and checked with msgspec: a malformed body is a 422 naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from serving.errors import Invalid, TooManyEntities
+
+Columns = dict[str, list[Any]]
+Body = dict[str, Any]  # checked by `columns`, so errors name the key rather than `$.entities[...]`
+_INTEGER_BITS = {"INT64": 63, "UNIX_TIMESTAMP": 63, "INT32": 31}
+
+
+class OnlineFeaturesRequest(msgspec.Struct, kw_only=True):
+    """Feast's feature server request, plus optional `request_time` (replay) and `request_data`."""
+
+    entities: Body
+    features: list[str] | None = None
+    feature_service: str | None = None
+    full_feature_names: bool = False
+    request_time: int | str | None = None  # epoch ms or ISO 8601; default now
+    request_data: Body | None = None  # request-time inputs; Feast passes them inside `entities`, as we also accept
+    include_feature_view_version_metadata: bool = False  # sent by Feast's remote client; nothing to report
+
+
+class PredictRequest(msgspec.Struct, kw_only=True):
+    feature_service: str
+    entities: Body
+    request_data: Body | None = None
+    request_time: int | str | None = None
+    return_features: bool = False
+    full_feature_names: bool = False
+
+
+def decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+
+
+def request_time_ms(value: int | str | None, now_ms: int) -> tuple[int, bool]:
+    """(t in epoch ms, whether the caller chose it)."""
+    if value is None:
+        return now_ms, False
+    if isinstance(value, int):
+        if not -(2**53) < value < 2**53:
+            raise Invalid("request_time: epoch milliseconds out of range")
+        return value, True
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"request_time: {value!r} is neither epoch milliseconds nor ISO 8601") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp() * 1000), True
+
+
+def columns(entities: Body, request_data: Body | None, max_rows: int) -> tuple[Columns, int]:
+    """Entities and request data as one set of equally long columns, and their row count."""
+    merged: Columns = {}
+    for part, given in (("entities", entities), ("request_data", request_data or {})):
+        for name, values in given.items():
+            if not isinstance(values, list):
+                raise Invalid(f"{part}.{name}: expected a list of values, got {type(values).__name__}")
+            if name in merged:
+                raise Invalid(f"{part}.{name}: given twice")
+            merged[name] = values
+    if not merged:
+        raise Invalid("entities: at least one entity key is required")
+    lengths = {name: len(values) for name, values in merged.items()}
+    rows = max(lengths.values())
+    if rows > max_rows:
+        raise TooManyEntities(f"entities: {rows} rows is more than the limit of {max_rows}")
+    uneven = [name for name, n in lengths.items() if n != rows]
+    if uneven:
+        raise Invalid(f"entities.{uneven[0]}: {lengths[uneven[0]]} values where other columns have {rows}")
+    if rows == 0:
+        raise Invalid("entities: no rows")
+    return merged, rows
+
+
+def check_keys(cols: Columns, join_keys: tuple[str, ...], key_types: dict[str, str]) -> None:
+    """Every join key the plan reads is there, with values of its entity's type."""
+    for key in join_keys:
+        values = cols.get(key)
+        if values is None:
+            raise Invalid(f"entities.{key}: missing; the requested features are keyed by it")
+        kind = key_types.get(key)
+        for index, value in enumerate(values):
+            bits = _INTEGER_BITS.get(kind or "")
+            if bits:
+                ok = type(value) is int and -(2**bits) <= value < 2**bits
+            elif kind == "STRING":
+                ok = type(value) is str
+            else:
+                ok = isinstance(value, int | str | float | bool)
+            if not ok:
+                raise Invalid(f"entities.{key}[{index}]: {value!r} is not a valid {kind or 'key'} value")
+
+
+def check_request_fields(cols: Columns, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        if name not in cols:
+            raise Invalid(f"request_data.{name}: missing; an on demand feature view needs it (pass it in entities)")

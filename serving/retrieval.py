@@ -1,0 +1,180 @@
+"""Online retrieval: fill a plan with entities, read Redis once, and assemble Feast's column-per-feature vectors.
+
+Statuses and timestamps (per view and entity, shared by the view's features):
+
+| view | PRESENT | OUTSIDE_MAX_AGE | NOT_FOUND | event timestamp |
+|---|---|---|---|---|
+| batch | row within ttl of t | row older than ttl (value null) | no row (value null) | the row's |
+| windowed | a tile within ttl of t | tiles, all older than ttl | no state | t |
+| session | a session active at t | sessions, none active at t | no state | the latest event at or before t |
+
+Windowed and session values are always those DESIGN.md defines at t (count 0 with
+no events, others null), whatever the status, so online equals offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from featurestream.definitions import StreamViewSpec
+from featurestream.ondemand import OnDemandError, run_on_demand
+from featurestream.online.reader import parse_tiles, session_features_at, tile_features
+from serving.catalog import Catalog, Plan, ViewRead
+from serving.errors import Invalid
+from serving.feast_layout import EPOCH, ValueDecoder, format_ms
+from serving.redis_io import RedisReader
+from serving.requests import Columns
+
+PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+Entity = tuple[Any, ...]
+
+
+@dataclass
+class Vectors:
+    """One entry per output column: Feast's response, before JSON."""
+
+    names: list[str]
+    values: list[list[Any]]
+    statuses: list[list[str]]
+    timestamps: list[list[str]]
+    key_columns: int  # the first columns are the entity join keys, echoed as Feast does
+    rows: int
+
+    def feature_columns(self) -> dict[str, list[Any]]:
+        return dict(zip(self.names[self.key_columns:], self.values[self.key_columns:]))
+
+    def feast_response(self) -> dict[str, Any]:
+        return {
+            "metadata": {"feature_names": self.names},
+            "results": [
+                {"values": v, "statuses": s, "event_timestamps": t}
+                for v, s, t in zip(self.values, self.statuses, self.timestamps)
+            ],
+        }
+
+
+@dataclass
+class ViewResult:
+    """A read's answer per row: values per feature, and one status and timestamp column for the whole view."""
+
+    columns: list[list[Any]]
+    statuses: list[str]
+    timestamps: list[str]
+
+
+class Retriever:
+    def __init__(self, redis: RedisReader) -> None:
+        self.redis = redis
+        self.decoder = ValueDecoder()
+
+    async def vectors(self, catalog: Catalog, plan: Plan, cols: Columns, rows: int, t_ms: int,
+                      chosen_time: bool) -> Vectors:
+        layouts = [_unique_entities(read, cols) for read in plan.reads]
+        commands: list[tuple[Any, ...]] = []
+        for read, (entities, _) in zip(plan.reads, layouts):
+            commands += _commands(catalog, read, entities)
+        replies = await self.redis.run(commands)
+        t_text = format_ms(t_ms)
+        results: list[ViewResult] = []
+        offset = 0
+        for read, (entities, row_of) in zip(plan.reads, layouts):
+            answers = replies[offset:offset + len(entities)]
+            offset += len(entities)
+            per_entity = [self._evaluate(read, answer, t_ms, t_text, chosen_time) for answer in answers]
+            results.append(ViewResult(
+                [[per_entity[u][0][i] for u in row_of] for i in range(len(read.features))],
+                [per_entity[u][1] for u in row_of],
+                [per_entity[u][2] for u in row_of],
+            ))
+        for run in plan.on_demand:
+            inputs: dict[str, list[Any]] = {f: cols[f] for f in run.spec.request_fields}
+            for source in run.sources:
+                inputs.update(zip(plan.reads[source].features, results[source].columns))
+            try:
+                produced = run_on_demand(run.spec, inputs, rows)
+            except OnDemandError as exc:
+                raise Invalid(f"{exc} (on these request values)") from None
+            results.append(ViewResult([produced[f] for f in run.spec.feature_names], [PRESENT] * rows,
+                                      [t_text] * rows))
+        return _assemble(catalog, plan, cols, rows, results)
+
+    def _evaluate(self, read: ViewRead, answer: Any, t_ms: int, t_text: str,
+                  chosen_time: bool) -> tuple[list[Any], str, str]:
+        """(values of read.features, status, timestamp text) of one entity."""
+        if read.kind == "batch":
+            return self._batch(read, answer, t_ms, chosen_time)
+        spec = read.spec
+        assert isinstance(spec, StreamViewSpec)
+        if read.kind == "window":
+            tiles = parse_tiles(answer) if answer else {}
+            features = tile_features(spec, tiles, t_ms)
+            status = _tile_status(tiles, t_ms, spec.ttl_ms)
+            return [features[f] for f in read.features], status, EPOCH if status == NOT_FOUND else t_text
+        features, last_ms = session_features_at(spec, answer, t_ms)
+        values = [features[f] for f in read.features]
+        if last_ms is None:
+            return values, NOT_FOUND, EPOCH
+        return values, PRESENT if features["session_event_count"] else OUTSIDE_MAX_AGE, format_ms(last_ms)
+
+    def _batch(self, read: ViewRead, answer: list[bytes | None], t_ms: int,
+               chosen_time: bool) -> tuple[list[Any], str, str]:
+        raw_ts = answer[-1]
+        if raw_ts is None:
+            return [None] * len(read.features), NOT_FOUND, EPOCH
+        row_ms, text = self.decoder.timestamp(raw_ts)
+        if chosen_time and row_ms > t_ms:  # replaying a time before the row Redis holds: not visible then
+            return [None] * len(read.features), NOT_FOUND, EPOCH
+        ttl = read.spec.ttl_ms
+        if ttl and row_ms <= t_ms - ttl:
+            return [None] * len(read.features), OUTSIDE_MAX_AGE, text
+        value = self.decoder.value
+        return [value(raw) for raw in answer[:-1]], PRESENT, text
+
+
+def _unique_entities(read: ViewRead, cols: Columns) -> tuple[list[Entity], list[int]]:
+    """The distinct entities of a read (one Redis command each) and each row's index among them."""
+    keys = [cols[k] for k in read.join_keys]
+    entities: dict[Entity, int] = {}
+    rows = [(v,) for v in keys[0]] if len(keys) == 1 else list(zip(*keys))
+    row_of = [entities.setdefault(entity, len(entities)) for entity in rows]
+    return list(entities), row_of
+
+
+def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity]) -> list[tuple[Any, ...]]:
+    if read.kind == "batch":
+        return [("HMGET", catalog.entity_keys(read.join_keys, e), *read.fields) for e in entities]
+    assert read.state_key is not None
+    if read.kind == "window":
+        return [("HGETALL", read.state_key(e)) for e in entities]
+    return [("HGET", read.state_key(e), "s") for e in entities]
+
+
+def _tile_status(tiles: dict[tuple[str, int], dict[int, Any]], t_ms: int, ttl_ms: int | None) -> str:
+    newest_end = None
+    for (_, slide), series in tiles.items():
+        start = max(series)
+        if start > t_ms:
+            start = max((s for s in series if s <= t_ms), default=None)
+        if start is not None and (newest_end is None or start + slide > newest_end):
+            newest_end = start + slide
+    if newest_end is None:
+        return NOT_FOUND
+    return PRESENT if not ttl_ms or newest_end > t_ms - ttl_ms else OUTSIDE_MAX_AGE
+
+
+def _assemble(catalog: Catalog, plan: Plan, cols: Columns, rows: int, results: list[ViewResult]) -> Vectors:
+    """Join keys the caller passed first (as Feast does), then the features in plan order."""
+    key_types = catalog.specs.join_key_types
+    names = [k for k in cols if k in key_types]
+    values = [cols[k] for k in names]
+    statuses = [[PRESENT] * rows] * len(names)
+    timestamps = [[EPOCH] * rows] * len(names)
+    key_columns = len(names)
+    for output in plan.outputs:
+        result = results[output.source]
+        names.append(output.name)
+        values.append(result.columns[output.column])
+        statuses.append(result.statuses)
+        timestamps.append(result.timestamps)
+    return Vectors(names, values, statuses, timestamps, key_columns, rows)
