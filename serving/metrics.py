@@ -1,13 +1,16 @@
 """Prometheus metrics of the serving API: latency per route, Redis round trips, errors.
 
-With several workers, set PROMETHEUS_MULTIPROC_DIR (`featurestream serve --workers N` does)
-and /metrics aggregates every worker's samples.
+Feast's SDK switches prometheus_client to multiprocess mode when it is imported (it sets
+PROMETHEUS_MULTIPROC_DIR unless set already), so it is imported first here: our metrics
+are then always multiprocess metrics, and /metrics aggregates every worker's samples
+(`featurestream serve --workers N` points all workers at one directory).
 """
 
 from __future__ import annotations
 
 import os
 
+import feast.metrics  # noqa: F401  (must run before our metrics exist; see above)
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
