@@ -73,11 +73,9 @@ class ServingState:
         keys = self.config.api_keys
         if not keys:
             return
-        given = request.headers.get("x-api-key")
-        if given is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            given = token if scheme.lower() == "bearer" else None
-        if given not in keys:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+        if request.headers.get("x-api-key") not in keys and bearer not in keys:
             raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
 
     async def vectors(self, features: list[str] | None, service: str | None, entities: Any, request_data: Any,

@@ -11,6 +11,7 @@ from serving.errors import Invalid, TooManyEntities
 
 Columns = dict[str, list[Any]]
 Body = dict[str, Any]  # checked by `columns`, so errors name the key rather than `$.entities[...]`
+_LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime can print
 _INTEGER_BITS = {"INT64": 63, "UNIX_TIMESTAMP": 63, "INT32": 31}
 
 
@@ -49,16 +50,16 @@ def request_time_ms(value: int | str | None, now_ms: int) -> tuple[int, bool]:
     if value is None:
         return now_ms, False
     if isinstance(value, int):
-        if not -(2**53) < value < 2**53:
-            raise Invalid("request_time: epoch milliseconds out of range")
-        return value, True
-    try:
-        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise Invalid(f"request_time: {value!r} is neither epoch milliseconds nor ISO 8601") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return int(stamp.timestamp() * 1000), True
+        t_ms = value
+    else:
+        try:
+            stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            t_ms = int((stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise Invalid(f"request_time: {value!r} is neither epoch milliseconds nor ISO 8601") from None
+    if not 0 <= t_ms <= _LATEST_MS:
+        raise Invalid(f"request_time: {value!r} is outside 1970-01-01 to 9999-12-31")
+    return t_ms, True
 
 
 def columns(entities: Body, request_data: Body | None, max_rows: int) -> tuple[Columns, int]:
