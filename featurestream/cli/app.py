@@ -3,6 +3,8 @@
 import typer
 
 from featurestream.cli import services
+from featurestream.cli.batch import materialize_batch
+from featurestream.cli.export import export_command
 from featurestream.cli.stream import materialize_app, replay_command
 from featurestream.cli.demo import demo
 from featurestream.cli.generate import generate
@@ -16,10 +18,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services.app, name="services")
+materialize_app.command("batch")(materialize_batch)
 app.add_typer(materialize_app, name="materialize")
 app.command("replay")(replay_command)
 app.command()(generate)
 app.command()(apply)
 app.command()(show)
 app.command()(demo)
+app.command("export")(export_command)
 app.command()(serve)

@@ -56,7 +56,7 @@ def register_entities(con: duckdb.DuckDBPyConnection, source: EntitySource, need
     except duckdb.Error as exc:
         raise OfflineError(f"the entity rows' timestamp column {ts!r} does not read as timestamps: {exc}") from None
     rows, with_time, lo, hi = con.execute(
-        f"SELECT count(*), count({T}), min({T}), max({T}) FROM {ENTITY_TABLE}").fetchone()
+        f"SELECT count(*), count({T}), min({T}), max({T}) FROM {ENTITY_TABLE}").fetchall()[0]
     if with_time < rows:
         raise OfflineError(f"{rows - with_time} entity rows have no timestamp in column {ts!r}")
     return EntityTable(tuple(types), ts, rows, lo, hi)

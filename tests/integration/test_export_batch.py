@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,32 +20,44 @@ import pytest
 
 from featurestream.definitions import load_repo
 from featurestream.offline import export, export_to_parquet
-from tests.conftest import FEATURE_REPO, run_cli
+from featurestream.generate import GenerateConfig, generate_demo_data
+from tests.conftest import FEATURE_REPO
 
 DAY_MS = 86_400_000
-END = "2026-11-20T00:00:00Z"
+END = datetime(2026, 11, 20, tzinfo=UTC)
 BATCH_FEATURES = ["user_profile:account_age_days", "user_profile:country", "user_profile:lifetime_orders",
                   "user_profile:lifetime_spend", "item_stats:price", "item_stats:category", "item_stats:popularity_7d"]
 
 
 def applied_demo_repo(target: Path, redis_db: int = 6, users: int = 400, items: int = 80) -> tuple[Path, str]:
-    """A copy of the demo repo under a fresh project on a private Redis db, with generated data, applied."""
+    """A copy of the demo repo under a fresh project on a private Redis db, with generated data, applied.
+
+    `feast apply` runs in its own process: the repo's modules (and the data paths they resolve) must not
+    be the ones this process already imported from the original repo.
+    """
     shutil.copytree(FEATURE_REPO, target, ignore=shutil.ignore_patterns("data", "__pycache__"))
     project = f"t{uuid.uuid4().hex[:10]}"
     config = target / "feature_store.yaml"
     text = re.sub(r"^project: .*$", f"project: {project}", config.read_text(), flags=re.M)
     config.write_text(re.sub(r'connection_string: .*', f'connection_string: "127.0.0.1:6379,db={redis_db}"', text))
-    env = {"FEATURESTREAM_REPO": str(target)}
-    for args in (("generate", "--out", str(target / "data"), "--users", str(users), "--items", str(items),
-                  "--events", "2000", "--end", END), ("apply",)):
-        result = run_cli(*args, env=env)
-        assert result.returncode == 0, result.stderr
+    generate_demo_data(GenerateConfig(out_dir=target / "data", end=END, users=users, items=items, events=2000))
+    result = subprocess.run([str(Path(sys.executable).with_name("feast")), "apply"], cwd=target,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     return target, project
 
 
+@functools.cache
+def shared_demo_repo() -> tuple[Path, str]:
+    """One applied demo repo for the export and batch-materialization tests of a run (Redis db 6)."""
+    parent = Path(tempfile.mkdtemp(prefix="fs-offline-"))
+    atexit.register(shutil.rmtree, parent, True)
+    return applied_demo_repo(parent / "feature_repo")
+
+
 @pytest.fixture(scope="module")
-def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return applied_demo_repo(tmp_path_factory.mktemp("export") / "feature_repo")[0]
+def demo_repo() -> Path:
+    return shared_demo_repo()[0]
 
 
 def entity_rows(repo: Path, n: int, seed: int) -> pd.DataFrame:
