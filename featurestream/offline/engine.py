@@ -13,13 +13,12 @@ from pathlib import Path
 
 import duckdb
 
-from featurestream.definitions import BatchViewSpec, StreamSourceSpec
+from featurestream.definitions import BatchViewSpec
 from featurestream.offline.errors import OfflineError
 
 # DuckDB column types of the KafkaSource schema kinds (the event log's columns).
 SQL_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE", "boolean": "BOOLEAN",
              "timestamp": "TIMESTAMPTZ"}
-EVENT_LOG_EXTRA = {"_partition": "INTEGER", "_offset": "BIGINT"}
 
 
 def connect(memory_limit: str | None = None, temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -79,18 +78,4 @@ def register_batch_source(con: duckdb.DuckDBPyConnection, view: BatchViewSpec) -
     if missing:
         raise OfflineError(f"the source of feature view {view.name!r} ({view.source_path}) has no column "
                            f"{', '.join(missing)}")
-    return name
-
-
-def register_event_log(con: duckdb.DuckDBPyConnection, source: StreamSourceSpec) -> str:
-    """A view over the source's event log files; an empty one with the right columns when there are none yet."""
-    name = f"log_{source.name}"
-    directory = Path(source.event_log_path or "")
-    if source.event_log_path and directory.is_dir() and any(directory.glob("*.parquet")):
-        scan = f"read_parquet({quote(str(directory / '*.parquet'))}, union_by_name = true)"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM {scan}")
-    else:
-        columns = {**{c: SQL_TYPES[k] for c, k in source.schema.items()}, **EVENT_LOG_EXTRA}
-        body = ", ".join(f"NULL::{kind} AS {ident(column)}" for column, kind in columns.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT {body} LIMIT 0")
     return name

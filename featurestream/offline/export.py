@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from featurestream.definitions import RepoSpecs, StreamViewSpec, load_repo
 from featurestream.offline.batch_join import batch_joins
-from featurestream.offline.engine import connect, ident, register_batch_source, register_event_log
+from featurestream.offline.engine import connect, ident, register_batch_source
 from featurestream.offline.entities import ENTITY_TABLE, ROW, EntitySource, register_entities
 from featurestream.offline.errors import OfflineError
 from featurestream.offline.events import events_table
@@ -123,14 +123,12 @@ class _Export:
         max_t = self.entity.max_t if self.entity.max_t is not None else 0
         for i, group in enumerate(groups.values()):
             source = group[0].source
-            log = register_event_log(self.con, source)
             columns = list(dict.fromkeys(
                 [k for v in group for k in v.join_keys]
                 + [a.column for v in group for a in v.aggregations if a.name in self.plan.stream[v.name]]))
             name = f"events_{i}"
-            self.progress("events", 0, 1)
-            events_table(self.con, name, source, log, group[0].udf, columns, max_t)
-            self.progress("events", 1, 1)
+            events_table(self.con, name, source, group[0].udf, columns, max_t,
+                         lambda done, total: self.progress("events", done, total))
             for view in group:
                 wanted = self.plan.stream[view.name]
                 build = session_features_sql if view.is_session else window_features_sql
