@@ -13,6 +13,7 @@ from featurestream.definitions import BatchViewSpec, OnDemandViewSpec, RepoSpecs
 from featurestream.online.keys import StateKeys
 from serving.errors import Invalid, NotFound
 from serving.feast_layout import EntityKeys, feature_fields
+from serving.redis_io import around_key, bulk
 
 Kind = Literal["batch", "window", "session"]
 _PLAN_CACHE_LIMIT = 4096
@@ -29,6 +30,10 @@ class ViewRead:
     spec: BatchViewSpec | StreamViewSpec
     fields: tuple[bytes, ...] = ()  # batch only: HMGET fields, `_ts:<view>` last
     state_key: StateKeys | None = None  # stream only
+    resp: tuple[bytes, bytes] = (b"", b"")  # the command in RESP around its key: what goes before, what after
+
+    def command(self, key: bytes | str) -> bytes:
+        return self.resp[0] + bulk(key) + self.resp[1]
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,11 @@ class Catalog:
             names = run.spec.feature_names
             outputs += [self._output(run.spec.name, f, len(reads) + i, names.index(f), full_names)
                         for f in names if f in wanted[run.spec.name]]
+        names = [o.name for o in outputs]
+        collided = sorted({n for n in names if names.count(n) > 1})
+        if collided:  # Feast refuses these too (FeatureNameCollisionError)
+            raise Invalid(f"features: names {', '.join(collided)} appear in several feature views; "
+                          "set full_feature_names to tell them apart")
         join_keys = tuple(dict.fromkeys(k for read in reads for k in read.join_keys))
         request_fields = tuple(dict.fromkeys(f for run in runs for f in run.spec.request_fields))
         return Plan(reads, runs, tuple(outputs), join_keys, request_fields,
@@ -133,8 +143,12 @@ class Catalog:
         batch = self.specs.batch_views.get(view)
         if batch is not None:
             ordered = tuple(f for f in batch.feature_names if f in features)
-            return ViewRead(view, "batch", batch.join_keys, ordered, batch, tuple(feature_fields(view, ordered)))
+            fields = tuple(feature_fields(view, ordered))
+            return ViewRead(view, "batch", batch.join_keys, ordered, batch, fields, resp=around_key(b"HMGET", *fields))
         stream = self.specs.stream_views[view]
         ordered = tuple(f for f in stream.feature_names if f in features)
-        kind: Kind = "session" if stream.is_session else "window"
-        return ViewRead(view, kind, stream.join_keys, ordered, stream, state_key=self._state_keys[view])
+        if stream.is_session:
+            return ViewRead(view, "session", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
+                            resp=around_key(b"HGET", b"s"))
+        return ViewRead(view, "window", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
+                        resp=around_key(b"HGETALL"))

@@ -4,7 +4,7 @@
 |---|---|
 | FEATURESTREAM_SERVE_MAX_ENTITIES | 1000 (more entity rows in one request is a 413) |
 | FEATURESTREAM_SERVE_API_KEYS | unset: no authentication; else comma-separated keys, sent as `X-API-Key` or `Authorization: Bearer` |
-| FEATURESTREAM_SERVE_REDIS_TIMEOUT_S | 0.5 (a request waits at most this for Redis, then answers 503) |
+| FEATURESTREAM_SERVE_REDIS_TIMEOUT_S | 1.0 (a request waits at most this for Redis, then answers 503) |
 | FEATURESTREAM_REGISTRY_REFRESH_S | 60 (the registry is re-read in the background this often) |
 | FEATURESTREAM_MODELS | unset; `<feature service>=<model.joblib or module:function>`, comma-separated |
 """
@@ -22,7 +22,7 @@ class ServeConfig:
     settings: Settings
     max_entities: int = 1000
     api_keys: frozenset[str] = frozenset()
-    redis_timeout_s: float = 0.5
+    redis_timeout_s: float = 1.0
     registry_refresh_s: float = 60.0
     models: dict[str, str] = field(default_factory=dict)  # feature service -> model reference
 
@@ -57,7 +57,7 @@ def load_serve_config(env: dict[str, str] | None = None, models: dict[str, str] 
         settings=load_settings(env),
         max_entities=int(_number(env, "FEATURESTREAM_SERVE_MAX_ENTITIES", 1000, int)),
         api_keys=frozenset(k.strip() for k in env.get("FEATURESTREAM_SERVE_API_KEYS", "").split(",") if k.strip()),
-        redis_timeout_s=_number(env, "FEATURESTREAM_SERVE_REDIS_TIMEOUT_S", 0.5, float),
+        redis_timeout_s=_number(env, "FEATURESTREAM_SERVE_REDIS_TIMEOUT_S", 1.0, float),
         registry_refresh_s=_number(env, "FEATURESTREAM_REGISTRY_REFRESH_S", 60.0, float),
         models={**parse_models(env.get("FEATURESTREAM_MODELS", "")), **(models or {})},
     )

@@ -7,7 +7,8 @@ the way Feast's feature server renders them (`feast.feature_server_utils`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +16,39 @@ from feast.feature_server_utils import _timestamp_to_str, _value_to_native
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.protos.feast.types.Value_pb2 import ValueType as ProtoValueType
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 EPOCH = "1970-01-01T00:00:00Z"
 _CACHE_LIMIT = 200_000
+_PROTO_TYPES = {name: getattr(ProtoValueType, name) for name in ("STRING", "INT32", "INT64", "UNIX_TIMESTAMP")}
+_TYPE_AND_LENGTH = struct.Struct("<II").pack
+_DOUBLE_TAG = Value.DESCRIPTOR.fields_by_name["double_val"].number << 3 | 1  # protobuf tag of a fixed64 field
+_unpack_double = struct.Struct("<d").unpack_from
+
+
+def _int64(value: int) -> bytes:
+    return struct.pack("<q", value)
+
+
+def _int32(value: int) -> bytes:
+    return struct.pack("<i", value)
+
+
+def _timestamp(value: int) -> bytes:
+    return struct.pack("<q", value)
+
+
+def _string(value: str) -> bytes:
+    return value.encode("utf8")
+
+
+# Entity value type -> how Feast's key_encoding_utils._serialize_val writes it, and the type code it records.
+_PACKERS: dict[str, Callable[[Any], bytes]] = {"INT64": _int64, "INT32": _int32, "UNIX_TIMESTAMP": _timestamp,
+                                               "STRING": _string}
+_PACKED_TYPES = {packer: _PROTO_TYPES[name] for name, packer in _PACKERS.items()}
 
 
 def feature_fields(view: str, features: Sequence[str]) -> list[bytes]:
@@ -39,20 +67,49 @@ class BoundedCache(dict[Any, Any]):
 
 
 class EntityKeys:
-    """Feast Redis keys of entities, cached: (join keys, values) -> key bytes."""
+    """Feast Redis keys of entities: (join keys, values) -> key bytes.
+
+    Feast's `serialize_entity_key` (v3) builds protobuf messages per key; this writes the same
+    bytes with struct for the key types Feast serializes (the unit tests compare the two on
+    many values), and falls back to Feast's own code for anything else.
+    """
 
     def __init__(self, project: str, key_types: dict[str, str]) -> None:
         self.project = project
+        self.suffix = project.encode()
         self.types = {key: ValueType[name] for key, name in key_types.items()}
-        self._cache = BoundedCache()
+        self._layouts: dict[tuple[str, ...], tuple[bytes, list[tuple[int, Any]]] | None] = {}
 
     def __call__(self, join_keys: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
-        cached = self._cache.get((join_keys, values))
-        if cached is not None:
-            return cached
+        layout = self._layouts.get(join_keys, False)
+        if layout is False:
+            layout = self._layouts[join_keys] = self._layout(join_keys)
+        if layout is None:
+            return self._feast_key(join_keys, values)
+        head, packers = layout
+        parts = [head]
+        for index, pack in packers:
+            raw = pack(values[index])
+            parts.append(_TYPE_AND_LENGTH(_PACKED_TYPES[pack], len(raw)))
+            parts.append(raw)
+        parts.append(self.suffix)
+        return b"".join(parts)
+
+    def _layout(self, join_keys: tuple[str, ...]) -> tuple[bytes, list[tuple[int, Any]]] | None:
+        """Key names sorted as Feast sorts them, encoded once; one packer per value, or None to use Feast's code."""
+        order = sorted(range(len(join_keys)), key=lambda i: join_keys[i]) if len(join_keys) > 1 else [0]
+        packers = [(i, _PACKERS.get(self.types[join_keys[i]].name)) for i in order]
+        if any(pack is None for _, pack in packers):
+            return None
+        head = [struct.pack("<I", len(join_keys))]
+        for i in order:
+            name = join_keys[i].encode()
+            head.append(struct.pack("<II", _PROTO_TYPES["STRING"], len(name)) + name)
+        return b"".join(head), packers  # type: ignore[return-value]
+
+    def _feast_key(self, join_keys: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
         protos = [python_values_to_proto_values([v], self.types[k])[0] for k, v in zip(join_keys, values)]
-        key = _redis_key(self.project, EntityKey(join_keys=list(join_keys), entity_values=protos), 3)
-        return self._cache.put((join_keys, values), key)
+        return _redis_key(self.project, EntityKey(join_keys=list(join_keys), entity_values=protos), 3)
 
 
 class ValueDecoder:
@@ -65,6 +122,10 @@ class ValueDecoder:
     def value(self, raw: bytes | None) -> Any:
         if raw is None:
             return None
+        if len(raw) == 9 and raw[0] == _DOUBLE_TAG:  # a double (the common case, and rarely repeated): 8 bytes LE
+            number = _unpack_double(raw, 1)[0]
+            if number - number == 0.0:  # finite; NaN and infinities take Feast's path, which spells them out
+                return number
         try:
             return self._values[raw]
         except KeyError:

@@ -19,7 +19,7 @@ from typing import Any
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.ondemand import OnDemandError, run_on_demand
-from featurestream.online.reader import parse_tiles, session_features_at, tile_features
+from featurestream.online.reader import parse_tile_pairs, session_features_at, tile_features
 from serving.catalog import Catalog, Plan, ViewRead
 from serving.errors import Invalid
 from serving.feast_layout import EPOCH, ValueDecoder, format_ms
@@ -71,10 +71,10 @@ class Retriever:
     async def vectors(self, catalog: Catalog, plan: Plan, cols: Columns, rows: int, t_ms: int,
                       chosen_time: bool) -> Vectors:
         layouts = [_unique_entities(read, cols) for read in plan.reads]
-        commands: list[tuple[Any, ...]] = []
+        commands: list[bytes] = []
         for read, (entities, _) in zip(plan.reads, layouts):
             commands += _commands(catalog, read, entities)
-        replies = await self.redis.run(commands)
+        replies = await self.redis.run(b"".join(commands), len(commands))
         t_text = format_ms(t_ms)
         results: list[ViewResult] = []
         offset = 0
@@ -82,11 +82,8 @@ class Retriever:
             answers = replies[offset:offset + len(entities)]
             offset += len(entities)
             per_entity = [self._evaluate(read, answer, t_ms, t_text, chosen_time) for answer in answers]
-            results.append(ViewResult(
-                [[per_entity[u][0][i] for u in row_of] for i in range(len(read.features))],
-                [per_entity[u][1] for u in row_of],
-                [per_entity[u][2] for u in row_of],
-            ))
+            value_rows, statuses, stamps = zip(*[per_entity[u] for u in row_of])  # rows >= 1, features >= 1
+            results.append(ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps)))
         for run in plan.on_demand:
             inputs: dict[str, list[Any]] = {f: cols[f] for f in run.spec.request_fields}
             for source in run.sources:
@@ -107,7 +104,8 @@ class Retriever:
         spec = read.spec
         assert isinstance(spec, StreamViewSpec)
         if read.kind == "window":
-            tiles = parse_tiles(answer) if answer else {}
+            pairs = iter(answer)
+            tiles = parse_tile_pairs(zip(pairs, pairs))
             features = tile_features(spec, tiles, t_ms)
             status = _tile_status(tiles, t_ms, spec.ttl_ms)
             return [features[f] for f in read.features], status, EPOCH if status == NOT_FOUND else t_text
@@ -141,13 +139,11 @@ def _unique_entities(read: ViewRead, cols: Columns) -> tuple[list[Entity], list[
     return list(entities), row_of
 
 
-def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity]) -> list[tuple[Any, ...]]:
+def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity]) -> list[bytes]:
     if read.kind == "batch":
-        return [("HMGET", catalog.entity_keys(read.join_keys, e), *read.fields) for e in entities]
+        return [read.command(catalog.entity_keys(read.join_keys, e)) for e in entities]
     assert read.state_key is not None
-    if read.kind == "window":
-        return [("HGETALL", read.state_key(e)) for e in entities]
-    return [("HGET", read.state_key(e), "s") for e in entities]
+    return [read.command(read.state_key(e)) for e in entities]
 
 
 def _tile_status(tiles: dict[tuple[str, int], dict[int, Any]], t_ms: int, ttl_ms: int | None) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -14,27 +15,51 @@ from featurestream.windows import sessions
 from featurestream.windows.aggregations import Partial, window_value
 from featurestream.windows.tiles import window_tiles
 
-_FLOATS = frozenset(("s", "q", "lo", "hi"))
 Tiles = dict[tuple[str, int], dict[int, Partial]]  # (column, slide) -> tile start -> partial
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode()
+
+
+# component -> how its Redis value becomes the partial's value
+_CONVERT: dict[str, Callable[[bytes], Any]] = {
+    "n": int, "s": float, "q": float, "lo": float, "hi": float, "lv": orjson.loads, LAST_KEY: _decode_text,
+}
+_FIELDS_CACHE_LIMIT = 100_000
+_fields: dict[bytes, tuple[tuple[str, int], int, str] | None] = {}
+
+
+def _tile_field(raw_name: bytes) -> tuple[tuple[str, int], int, str] | None:
+    """((column, slide), start, component) of a field name, cached: every entity's hash repeats the same names."""
+    try:
+        return _fields[raw_name]
+    except KeyError:
+        if len(_fields) >= _FIELDS_CACHE_LIMIT:
+            _fields.clear()
+        tile = parse_tile_field(raw_name.decode())
+        parsed = None if tile is None else ((tile[0], tile[1]), tile[2], tile[3])
+        _fields[raw_name] = parsed
+        return parsed
 
 
 def parse_tiles(fields: Mapping[bytes, bytes]) -> Tiles:
     """The hash's tile fields as partials (`column|slide|start|component` -> value)."""
+    return parse_tile_pairs(fields.items())
+
+
+def parse_tile_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> Tiles:
+    """`parse_tiles` from (name, value) pairs, such as a raw HGETALL reply zipped up without building a dict."""
     tiles: Tiles = {}
-    for raw_name, raw_value in fields.items():
-        tile = parse_tile_field(raw_name.decode())
+    for raw_name, raw_value in pairs:
+        tile = _tile_field(raw_name)
         if tile is None:
             continue
-        column, slide, start, component = tile
-        partial = tiles.setdefault((column, slide), {}).setdefault(start, {})
-        if component == "n":
-            partial["n"] = int(raw_value)
-        elif component in _FLOATS:
-            partial[component] = float(raw_value)
-        elif component == "lv":
-            partial["lv"] = orjson.loads(raw_value)
-        elif component == LAST_KEY:
-            partial[LAST_KEY] = raw_value.decode()
+        series, start, component = tile
+        partial = tiles.setdefault(series, {}).setdefault(start, {})
+        convert = _CONVERT.get(component)
+        if convert is not None:
+            partial[component] = convert(raw_value)
     return tiles
 
 
@@ -46,11 +71,20 @@ def window_features(view: StreamViewSpec, fields: Mapping[bytes, bytes], t_ms: i
 def tile_features(view: StreamViewSpec, tiles: Tiles, t_ms: int) -> dict[str, Any]:
     """`window_features` from already parsed tiles (the serving API also reads their age)."""
     out: dict[str, Any] = {}
+    starts = {key: sorted(series) for key, series in tiles.items()}
     for agg in view.aggregations:
         assert agg.window_ms is not None and agg.slide_ms is not None
-        series = tiles.get((agg.column, agg.slide_ms), {})
+        key = (agg.column, agg.slide_ms)
+        series = tiles.get(key)
+        if not series:
+            out[agg.name] = window_value(agg.function, ())
+            continue
+        # The tiles the entity has inside the window, oldest first: the merge order of a walk over every
+        # covered start, without visiting the (many) empty ones.
         covered = window_tiles(t_ms, agg.window_ms, agg.slide_ms)
-        out[agg.name] = window_value(agg.function, (series.get(start) for start in covered) if series else ())
+        ordered = starts[key]
+        inside = ordered[bisect_left(ordered, covered.start):bisect_left(ordered, covered.stop)]
+        out[agg.name] = window_value(agg.function, [series[start] for start in inside if start in covered])
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from featurestream.config import ConfigError
@@ -83,3 +85,14 @@ def test_model_settings() -> None:
     assert parse_models("a=m.joblib, b=pkg.mod:fn") == {"a": "m.joblib", "b": "pkg.mod:fn"}
     with pytest.raises(ConfigError, match="'oops'"):
         parse_models("oops")
+
+
+
+def test_colliding_short_names_need_full_names() -> None:
+    specs = demo_specs()
+    twin = dataclasses.replace(specs.batch_views["user_profile"], name="user_profile_twin")
+    catalog = Catalog(dataclasses.replace(specs, batch_views={**specs.batch_views, twin.name: twin}))
+    refs = ("user_profile:country", "user_profile_twin:country")
+    with pytest.raises(Invalid, match="country.*full_feature_names"):
+        catalog.plan(refs, False)
+    assert [o.name for o in catalog.plan(refs, True).outputs] == ["user_profile__country", "user_profile_twin__country"]
