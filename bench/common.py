@@ -51,15 +51,24 @@ def demo_views(topic: str, event_log: Path | None) -> list[StreamViewSpec]:
     return views
 
 
-def applied_repo_copy(topic: str) -> tuple[Path, str]:
-    """A copy of the demo repo under a private project, reading `topic`, applied with feast."""
+def applied_repo_copy(topic: str, extra_files: dict[str, str] | None = None,
+                      connection_string: str | None = None) -> tuple[Path, str]:
+    """A copy of the demo repo under a private project, reading `topic`, applied with feast.
+
+    `extra_files` adds definition modules (name -> source); `connection_string` replaces the online store's.
+    """
     target = Path(tempfile.mkdtemp(prefix="fs-bench-")) / "feature_repo"
     shutil.copytree(ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__"))
     project = f"bench{uuid.uuid4().hex[:8]}"
     views = target / "stream_features.py"
     views.write_text(views.read_text().replace('topic="clicks"', f'topic="{topic}"'))
+    for name, source in (extra_files or {}).items():
+        (target / name).write_text(source)
     config = target / "feature_store.yaml"
-    config.write_text(re.sub(r"^project: .*$", f"project: {project}", config.read_text(), flags=re.M))
+    text = re.sub(r"^project: .*$", f"project: {project}", config.read_text(), flags=re.M)
+    if connection_string:
+        text = re.sub(r"connection_string: .*", f'connection_string: "{connection_string}"', text)
+    config.write_text(text)
     feast = Path(sys.executable).with_name("feast")
     subprocess.run([str(feast), "apply"], cwd=target, check=True, capture_output=True)
     return target, project
