@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import subprocess
+import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
-from confluent_kafka import Producer
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from featurestream.definitions import RepoSpecs, StreamViewSpec, check_repo
-from tests.conftest import FEATURE_REPO
+from featurestream.definitions import RepoSpecs, StreamViewSpec, check_repo, load_repo
+from tests.conftest import CLI, FEATURE_REPO
+
+HOUR = 3_600_000
+START = 1_795_000_000_000
 
 _DEMO_SPECS: RepoSpecs | None = None
 
@@ -153,3 +161,95 @@ def mismatches(client: Any, project: str, views: list[StreamViewSpec], accepted:
                     if not agrees(functions.get(name, "count"), got, want, magnitude=1000.0):
                         problems.append(f"{view.name}{entity}@{t_ms} {name}: redis {got!r} != reference {want!r}")
     return problems
+
+
+def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[dict[str, str]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([f"{topic}.dlq"])
+    letters: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(letters) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            headers = {k: v.decode() for k, v in (msg.headers() or [])}
+            headers["value"] = (msg.value() or b"").decode("utf-8", "replace")
+            letters.append(headers)
+        end = time.monotonic() + 2  # nothing more than expected may arrive
+        while time.monotonic() < end:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                letters.append({"unexpected": (msg.value() or b"").decode("utf-8", "replace")})
+    finally:
+        consumer.close()
+    return letters
+
+
+MALFORMED = [
+    (b'{"event_id": "x1", "user_id": 1, "ite', "undecodable"),
+    (b"\xff\xfe\x00\x01 not text", "undecodable"),
+    (b'{"event_id": "caf\xe9", "user_id": 1, "item_id": 2, "event_timestamp": "2026-11-26T10:00:00Z"}', "undecodable"),
+    (b'{"event_id": "x2", "item_id": 2, "event_type": "view", "event_timestamp": "2026-11-26T10:00:00Z"}', "missing_key"),
+    (b'{"event_id": "x3", "user_id": 1, "item_id": 2, "event_type": "view"}', "missing_timestamp"),
+    (b'{"event_id": "x4", "user_id": "abc", "item_id": 2, "event_timestamp": "2026-11-26T10:00:00Z"}', "wrong_type"),
+    (b'{"event_id": "x5", "user_id": 1, "item_id": 2, "price": "cheap", "event_timestamp": "2026-11-26T10:00:00Z"}',
+     "wrong_type"),
+    (b'{"event_id": "x6", "user_id": 1, "item_id": 2, "event_timestamp": "soon"}', "bad_timestamp"),
+    (b'{"event_id": "x7", "user_id": 1, "item_id": 2, "event_timestamp": "2999-01-01T00:00:00Z"}', "bad_timestamp"),
+]
+
+
+_LOGS: dict[int, IO[bytes]] = {}
+
+
+def run_materializer(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    """The CLI materializer in the background; its stderr goes to a file (a pipe nobody reads would block it)."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([CLI, "materialize", "stream", "--metrics-port", "0", *extra],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
+    _LOGS[proc.pid] = log
+    return proc
+
+
+def materializer_log(proc: subprocess.Popen[bytes]) -> str:
+    log = _LOGS[proc.pid]
+    log.seek(0)
+    return log.read().decode("utf-8", "replace")
+
+
+def assert_exits_cleanly(proc: subprocess.Popen[bytes]) -> None:
+    proc.wait(timeout=240)
+    assert proc.returncode == 0, materializer_log(proc)[-2000:]
+
+
+def produce_random(kafka_bootstrap: str, topic: str, views: list[StreamViewSpec], n: int, seed: int,
+                   partitions: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A random stream of n events into a new topic, keyed by user: (accepted, late) as the reference sees them."""
+    create_topic(kafka_bootstrap, topic, partitions)
+    events = random_events(views, n, seed)
+    return reference_events(events, produce_keyed(kafka_bootstrap, topic, events), views[0].source.lateness_ms)
+
+
+def random_events(views: list[StreamViewSpec], n: int, seed: int, start_ms: int = START) -> list[dict[str, Any]]:
+    """n events over 6 hours from `start_ms`: 40 users, 15 items, disorder and a few late ones."""
+    return random_stream(random.Random(seed), n, users=40, items=15, start_ms=start_ms, span_ms=6 * HOUR,
+                         lateness_ms=views[0].source.lateness_ms)
+
+
+def produce_keyed(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return produce(bootstrap, topic, encode(events), [str(e["user_id"]).encode() for e in events])
+
+
+def check_state(redis_client: Any, repo: Path, accepted: list[dict[str, Any]]) -> None:
+    """Redis equals the reference after the newest event, and the event log holds each accepted event once."""
+    specs = load_repo(repo)
+    views = list(specs.stream_views.values())
+    newest = max(e["ts"] for e in accepted)
+    assert mismatches(redis_client, specs.project, views, accepted, [newest, newest + 25 * 60_000]) == []
+    log_dir = Path(views[0].source.event_log_path or "")
+    logged = pq.read_table(log_dir).to_pylist()
+    offsets = [(r["_partition"], r["_offset"]) for r in logged]
+    assert len(offsets) == len(set(offsets)), "an event was logged twice"
+    assert sorted(offsets) == sorted((e["partition"], e["offset"]) for e in accepted)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 from featurestream.cli.common import console, err_console, fail, friendly_errors, settings
 from featurestream.config import Settings, kafka_client_config
-from featurestream.definitions import StreamViewSpec, load_repo
+from featurestream.definitions import RepoSpecs, StreamViewSpec, load_repo
 from featurestream.replay import count_lines, event_log_files, iter_event_log, iter_jsonl, replay
 
 materialize_app = typer.Typer(help="Run the materializers that write features into Redis.", no_args_is_help=True)
@@ -49,6 +49,20 @@ def wait_for_services(config: Settings, timeout_s: float) -> redis.Redis:
         delay = min(delay * 2, 5.0)
 
 
+def _stream_setup(names: list[str] | None, connect_timeout: float
+                  ) -> tuple[Settings, RepoSpecs, list[StreamViewSpec], redis.Redis]:
+    """Settings, the registry, the chosen stream views (a sentence for unknown ones) and a live Redis."""
+    from materializers.stream.runner import select_views
+
+    config = settings()
+    specs = load_repo(config.repo_path)
+    try:
+        views = select_views(specs, names)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    return config, specs, views, wait_for_services(config, connect_timeout)
+
+
 @materialize_app.command("stream")
 @friendly_errors
 def materialize_stream(
@@ -70,16 +84,10 @@ def materialize_stream(
     # Until the loop installs its own handlers there is nothing to flush: stop at once, cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    from materializers.stream.runner import StreamMaterializer, StreamOptions, select_views
+    from materializers.stream.runner import StreamMaterializer, StreamOptions
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)])
-    config = settings()
-    specs = load_repo(config.repo_path)
-    try:
-        views = select_views(specs, feature_view)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    client = wait_for_services(config, connect_timeout)
+    config, specs, views, client = _stream_setup(feature_view, connect_timeout)
     if metrics_port:
         start_http_server(metrics_port)
     options = StreamOptions(group=group or f"featurestream-{specs.project}", kafka_config=kafka_client_config(config),
@@ -140,3 +148,36 @@ def replay_command(
                   f"({summary.rate:,.0f}/s)" + (f"; {summary.failed} failed" if summary.failed else ""))
     if summary.failed:
         raise typer.Exit(1)
+
+
+@friendly_errors
+def rebuild_command(
+    feature_view: Annotated[list[str] | None, typer.Option("--feature-view", "-v",
+                                                          help="Only these stream views (repeatable).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group whose progress to reset "
+                                              "(default featurestream-<project>).")] = None,
+    connect_timeout: Annotated[float, typer.Option(help="Give up when Kafka or Redis stay unreachable this long.")] = 60.0,
+) -> None:
+    """Recompute the stream views' state in Redis from the event log, e.g. after Redis lost its data.
+
+    Stop the stream materializers of the group first; restart them afterwards and they continue
+    from where the event log ends.
+    """
+    from materializers.stream.rebuild import RebuildError, count_events, rebuild
+
+    config, specs, views, client = _stream_setup(feature_view, connect_timeout)
+    group = group or f"featurestream-{specs.project}"
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TaskProgressColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("rebuilding from the event log", total=count_events(views))
+        try:
+            summary = rebuild(specs.project, views, client, group, kafka_client_config(config),
+                              progress=lambda done: bar.update(task, completed=done))
+        except RebuildError as exc:
+            raise fail(str(exc)) from None
+    resumed = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(summary.resumed_at.items()))
+    console.print(f"rebuilt {', '.join(v.name for v in views)} from {summary.events:,} events in "
+                  f"{summary.seconds:.1f} s ({summary.keys_deleted:,} old keys removed); "
+                  f"materializers of group {group} resume at {resumed or 'the beginning'}")
+    if summary.refused:
+        console.print(f"[yellow]the event log held events the views refused: {summary.refused}[/]")

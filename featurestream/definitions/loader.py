@@ -38,15 +38,30 @@ SCHEMA_TYPES = {
 }
 
 
+def _import_from(repo_path: Path) -> None:
+    """Make the repo's modules importable, and the ones imported, this repo's own.
+
+    Two repos (a copy in a test, another project) have modules of the same names;
+    a module already imported from the other one would otherwise be reused.
+    """
+    root = str(repo_path.resolve())
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)
+    for source in repo_path.glob("*.py"):
+        module = sys.modules.get(source.stem)
+        origin = getattr(module, "__file__", None) if module is not None else None
+        if origin is not None and Path(origin).resolve().parent != Path(root):
+            del sys.modules[source.stem]
+
+
 def load_repo(repo_path: Path) -> RepoSpecs:
     """Read the applied registry of the Feast repo at `repo_path` and validate it."""
     from feast import FeatureStore
 
     if not (repo_path / "feature_store.yaml").is_file():
         raise DefinitionError(f"{repo_path} is not a Feast repo: it has no feature_store.yaml")
-    # udfs are pickled by reference to the repo's modules, so the repo must be importable.
-    if str(repo_path) not in sys.path:
-        sys.path.insert(0, str(repo_path))
+    _import_from(repo_path)  # udfs are pickled by reference to the repo's modules
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         store = FeatureStore(repo_path=str(repo_path))
@@ -285,8 +300,7 @@ def check_repo(repo_path: Path) -> RepoSpecs:
     if not config_file.is_file():
         raise DefinitionError(f"{repo_path} is not a Feast repo: it has no feature_store.yaml")
     project = (yaml.safe_load(config_file.read_text()) or {}).get("project", "")
-    if str(repo_path) not in sys.path:
-        sys.path.insert(0, str(repo_path))
+    _import_from(repo_path)
     with contextlib.chdir(repo_path), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:

@@ -14,6 +14,7 @@ lands in one slot and a request needs one round trip. Inside the hash:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,12 @@ class StateKeys:
         if key is None:
             key = self._keys[entity] = state_key(*self._parts, entity)
         return key
+
+
+def view_key_pattern(project: str, view: str) -> str:
+    """A SCAN pattern matching every state key of one view (glob characters in the names escaped)."""
+    escaped = re.sub(r"([\\*?\[\]])", r"\\\1", f"fs:{project}:{view}:")
+    return escaped + "{*"
 
 
 def offset_field(topic: str, partition: int) -> str:

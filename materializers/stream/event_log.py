@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +37,23 @@ def event_log_schema(source: StreamSourceSpec) -> pa.Schema:
 
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
     return f"{topic}-p{partition:04d}-o{first:012d}-{last:012d}.parquet"
+
+
+class LogFile(NamedTuple):
+    path: Path
+    partition: int
+    first: int
+    last: int
+
+
+def log_files(directory: Path, topic: str) -> list[LogFile]:
+    """The finished files of `topic` in `directory`, in (partition, first offset) order."""
+    found = []
+    for path in directory.iterdir() if directory.is_dir() else ():
+        match = _NAME.match(path.name)
+        if match and match["topic"] == topic:
+            found.append(LogFile(path, int(match["partition"]), int(match["first"]), int(match["last"])))
+    return sorted(found, key=lambda f: (f.partition, f.first))
 
 
 @dataclass
@@ -99,13 +116,10 @@ class EventLogWriter:
     def remove_after(self, partition: int, applied_offset: int) -> list[Path]:
         """Delete files (and leftovers) of `partition` holding offsets past what was applied."""
         removed = []
-        for path in self.directory.iterdir():
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
-                continue
-            match = _NAME.match(path.name)
-            if (match and match["topic"] == self.source.topic and int(match["partition"]) == partition
-                    and int(match["first"]) > applied_offset):
-                path.unlink()
-                removed.append(path)
+        for path in self.directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        for file in log_files(self.directory, self.source.topic):
+            if file.partition == partition and file.first > applied_offset:
+                file.path.unlink()
+                removed.append(file.path)
         return removed

@@ -58,6 +58,11 @@ class SourcePipeline:
             row, ts_ms = self.decoder.decode(value)
         except Rejected as rejected:
             return rejected.reason, rejected.detail
+        return self.apply(progress, partition, offset, row, ts_ms)
+
+    def apply(self, progress: PartitionProgress, partition: int, offset: int, row: dict[str, Any],
+              ts_ms: int) -> tuple[str, str] | None:
+        """Apply one decoded row (live records, or the event log's during a rebuild); None when accepted."""
         watermark = progress.max_ts - self.lateness_ms
         if ts_ms < watermark:
             return LATE, f"event time {ts_ms} ms is {watermark - ts_ms} ms behind the watermark {watermark}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from feast.data_format import JsonFormat
 from feast.stream_feature_view import StreamFeatureView
 from feast.types import Float64, Int64, UnixTimestamp
 
-from featurestream.definitions import DefinitionError, specs_from_objects
+from featurestream.definitions import DefinitionError, check_repo, specs_from_objects
+from tests.conftest import FEATURE_REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -128,3 +130,11 @@ def test_unsupported_schema_type_is_rejected() -> None:
                              schema=[Field(name="user_id", dtype=Int64), Field(name="n", dtype=Int64)])
     with pytest.raises(DefinitionError, match=r"column 'tags'.*'array<string>'"):
         load(view)
+
+
+def test_each_repo_is_read_from_its_own_modules(repo_copy: Path) -> None:
+    """A copy with the same module names, read first, must not leak into the next repo read in the process."""
+    views = repo_copy / "stream_features.py"
+    views.write_text(views.read_text().replace('topic="clicks"', 'topic="elsewhere"'))
+    assert {v.source.topic for v in check_repo(repo_copy).stream_views.values()} == {"elsewhere"}
+    assert {v.source.topic for v in check_repo(FEATURE_REPO).stream_views.values()} == {"clicks"}

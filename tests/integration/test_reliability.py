@@ -1,0 +1,198 @@
+"""Faults the stream side must survive: Redis losing its data, the broker restarting, floods of bad records.
+
+Each test injects the fault into a real stream and checks the final state in
+Redis against the brute-force reference, and the event log for exactly-once.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+from featurestream.config import Settings
+from featurestream.definitions import load_repo
+from featurestream.online.keys import progress_key
+from materializers.stream.runner import StreamMaterializer, StreamOptions
+from tests.conftest import run_cli
+from tests.streams import (HOUR, MALFORMED, START, assert_exits_cleanly, check_state, create_topic, encode,
+                           materializer_log, mismatches, produce, produce_keyed, random_events, random_stream,
+                           read_dead_letters, reference_events, retarget, run_materializer)
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+PRIVATE_DB = 11  # the Redis-loss test flushes this database, never the shared one
+
+
+def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _applied(client: redis.Redis, project: str, topic: str) -> dict[int, int]:
+    """Last applied offset per partition, as the materializer's progress in Redis says."""
+    stored = client.hgetall(progress_key(project, f"featurestream-{project}", topic))
+    return {int(p): int(v.split(b":")[0]) for p, v in stored.items()}
+
+
+def _stop_when_applied(proc: subprocess.Popen[bytes], client: redis.Redis, project: str, topic: str,
+                       placements: list[tuple[int, int]]) -> None:
+    """Wait until the materializer's progress reaches every produced record, then SIGTERM it: it must exit 0."""
+    last: dict[int, int] = {}
+    for partition, offset in placements:
+        last[partition] = max(offset, last.get(partition, -1))
+    deadline = time.monotonic() + 240
+    while _applied(client, project, topic) != last and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is not None or _applied(client, project, topic) != last:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"applied {_applied(client, project, topic)} of {last}; materializer: {materializer_log(proc)[-3000:]}")
+    proc.send_signal(signal.SIGTERM)
+    assert_exits_cleanly(proc)
+
+
+def test_redis_flushed_mid_stream_then_rebuild_restores_the_state(
+        stream_repo: tuple[Path, dict[str, str]], settings: Settings, kafka_bootstrap: str, topic_name: str) -> None:
+    repo, env = stream_repo
+    url = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{PRIVATE_DB}"))
+    env = {**env, "FEATURESTREAM_REDIS_URL": url}
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    specs = load_repo(repo)
+    views = list(specs.stream_views.values())
+    create_topic(kafka_bootstrap, topic_name, 3)
+    first = random_events(views, 20_000, seed=21)
+    placements = produce_keyed(kafka_bootstrap, topic_name, first)
+
+    proc = run_materializer(env, "--batch-size", "500", "--flush-interval", "0.2")
+    _wait_until(lambda: sum(_applied(client, specs.project, topic_name).values()) > 3_000, 120, "first progress")
+    client.flushdb()  # the fault: Redis loses everything while the materializer keeps going
+    refused = run_cli("rebuild", env=env)
+    assert refused.returncode == 1 and "stop the stream materializers first" in refused.stderr, refused.stderr
+    _stop_when_applied(proc, client, specs.project, topic_name, placements)
+    accepted, _ = reference_events(first, placements, views[0].source.lateness_ms)
+    newest = max(e["ts"] for e in accepted)
+    assert mismatches(client, specs.project, views, accepted, [newest]), "the loss left no trace: nothing tested"
+
+    rebuilt = run_cli("rebuild", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"from {len(accepted):,} events" in rebuilt.stdout, rebuilt.stdout
+    check_state(client, repo, accepted)
+
+    # The live materializer continues exactly where the rebuilt state ends.
+    second = random_events(views, 5_000, seed=22, start_ms=START + 6 * HOUR)
+    placements += produce_keyed(kafka_bootstrap, topic_name, second)
+    assert_exits_cleanly(run_materializer(env, "--idle-exit", "3"))
+    accepted, _ = reference_events(first + second, placements, views[0].source.lateness_ms)
+    check_state(client, repo, accepted)
+    client.flushdb()
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 1 free (the broker's listener and its KRaft controller)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port < 65535:
+            with socket.socket() as first, socket.socket() as second:
+                try:
+                    first.bind(("127.0.0.1", port))
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path, settings: Settings, kafka_bootstrap: str) -> Iterator[dict[str, str]]:
+    """A broker of this test's own (the shared one must not go down under other tests), from the cached jars."""
+    env = {"FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
+           "FEATURESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port_pair()}",
+           "FEATURESTREAM_KAFKA_LIBS": str(settings.kafka_libs), "FEATURESTREAM_KAFKA_HEAP": "512m"}
+    started = run_cli("services", "up", "kafka", "--no-docker", env=env)
+    assert started.returncode == 0, started.stderr
+    yield env
+    run_cli("services", "down", "kafka", env=env)
+
+
+def test_kafka_broker_restarted_mid_stream_loses_and_doubles_nothing(
+        stream_repo: tuple[Path, dict[str, str]], private_kafka: dict[str, str], redis_client: redis.Redis,
+        topic_name: str) -> None:
+    repo, env = stream_repo
+    env = {**env, **private_kafka}
+    bootstrap = private_kafka["FEATURESTREAM_KAFKA_BOOTSTRAP"]
+    specs = load_repo(repo)
+    views = list(specs.stream_views.values())
+    create_topic(bootstrap, topic_name, 3)
+    first = random_events(views, 10_000, seed=31)
+    placements = produce_keyed(bootstrap, topic_name, first)
+
+    proc = run_materializer(env, "--batch-size", "500", "--flush-interval", "0.2", "--connect-timeout", "120")
+    _wait_until(lambda: sum(_applied(redis_client, specs.project, topic_name).values()) > 2_000, 120,
+                "first progress")
+    stopped = run_cli("services", "down", "kafka", env=private_kafka)
+    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(3)
+    restarted = run_cli("services", "up", "kafka", "--no-docker", env=private_kafka)
+    assert restarted.returncode == 0, restarted.stderr
+    second = random_events(views, 5_000, seed=32, start_ms=START + 6 * HOUR)
+    placements += produce_keyed(bootstrap, topic_name, second)
+
+    _stop_when_applied(proc, redis_client, specs.project, topic_name, placements)
+    accepted, _ = reference_events(first + second, placements, views[0].source.lateness_ms)
+    check_state(redis_client, repo, accepted)
+
+
+def _malformed(rng: random.Random) -> tuple[bytes, str]:
+    """One of the known bad shapes, with a random id so no two records are alike."""
+    record, reason = rng.choice(MALFORMED)
+    return record.replace(b'"x', f'"x{rng.randrange(10**9)}-'.encode(), 1), reason
+
+
+def test_ten_thousand_malformed_records_are_all_dead_lettered_and_the_rest_applied(
+        tmp_path: Path, redis_client: redis.Redis, kafka_bootstrap: str, topic_name: str) -> None:
+    rng = random.Random(41)
+    create_topic(kafka_bootstrap, topic_name, 2)
+    views = retarget(topic_name, tmp_path / "log")
+    lateness = views[0].source.lateness_ms
+    good = random_stream(rng, 20_000, users=30, items=10, start_ms=START, span_ms=4 * HOUR, lateness_ms=lateness)
+    stream: list[tuple[bytes, bytes | None, str | None]] = [
+        (record, str(event["user_id"]).encode(), None) for record, event in zip(encode(good), good, strict=True)]
+    for _ in range(10_000):
+        record, reason = _malformed(rng)
+        stream.insert(rng.randrange(len(stream) + 1), (record, str(rng.randrange(30)).encode(), reason))
+    placements = produce(kafka_bootstrap, topic_name, [r for r, _, _ in stream], [k for _, k, _ in stream])
+
+    project = f"t{uuid.uuid4().hex[:8]}"
+    StreamMaterializer(project, views, redis_client, StreamOptions(
+        group=f"g-{topic_name}", kafka_config={"bootstrap.servers": kafka_bootstrap}, idle_exit_s=3.0)).run()
+
+    good_placements = [p for p, (_, _, reason) in zip(placements, stream, strict=True) if reason is None]
+    accepted, late = reference_events(good, good_placements, lateness)
+    letters = read_dead_letters(kafka_bootstrap, topic_name, 10_000 + len(late), timeout_s=120)
+    assert not [letter for letter in letters if "unexpected" in letter]
+    by_origin = {(int(x["original_partition"]), int(x["original_offset"])): x["reason"] for x in letters}
+    assert len(by_origin) == len(letters) == 10_000 + len(late)
+    assert all(x["original_topic"] == topic_name and x["error"] for x in letters)
+    assert set(by_origin.values()) == {reason for _, reason in MALFORMED} | {"late"}
+    expected = {p: reason for p, (_, _, reason) in zip(placements, stream, strict=True) if reason is not None}
+    expected.update({(e["partition"], e["offset"]): "late" for e in late})
+    assert by_origin == expected
+    assert Counter(by_origin.values())["late"] == len(late)
+    newest = max(e["ts"] for e in accepted)
+    assert mismatches(redis_client, project, views, accepted, [newest, newest + 10 * 60_000]) == []
