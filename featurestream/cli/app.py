@@ -5,7 +5,7 @@ import typer
 from featurestream.cli import services
 from featurestream.cli.batch import materialize_batch
 from featurestream.cli.export import export_command
-from featurestream.cli.stream import materialize_app, replay_command
+from featurestream.cli.stream import materialize_app, rebuild_command, replay_command
 from featurestream.cli.demo import demo
 from featurestream.cli.generate import generate
 from featurestream.cli.repo import apply, show
@@ -21,6 +21,7 @@ app.add_typer(services.app, name="services")
 materialize_app.command("batch")(materialize_batch)
 app.add_typer(materialize_app, name="materialize")
 app.command("replay")(replay_command)
+app.command("rebuild")(rebuild_command)
 app.command()(generate)
 app.command()(apply)
 app.command()(show)
