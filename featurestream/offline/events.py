@@ -9,8 +9,8 @@ rewritten only with the same events) in a cache beside the log, keyed by the
 file and the udf's code, and files are derived in parallel processes.
 
 The events table has the wanted columns, the event time in ms (`__ts`) and an
-arrival rank `__seq` (order of event time, partition, offset: what `last`
-breaks ties by).
+order key `__seq` (event time, partition, offset: what `last` breaks ties by;
+offsets below 2^40 per partition).
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def events_table(con: duckdb.DuckDBPyConnection, name: str, source: StreamSource
         scan = ("(SELECT " + ", ".join([*(f"NULL::{t} AS {ident(c)}" for c, t in types.items()),
                                          f"NULL::BIGINT AS {TS}", f"NULL::TIMESTAMPTZ AS {ident(source.timestamp_field)}",
                                          "NULL::INTEGER AS _partition", "NULL::BIGINT AS _offset"]) + " LIMIT 0)")
+    # (ts, partition, offset) packed into one HUGEINT: the order `last` needs, with no global sort.
+    seq = f"({TS}::HUGEINT << 64) + (_partition::HUGEINT << 40) + _offset"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {ident(name)} AS
-        SELECT * EXCLUDE ({', '.join(ORDER)}), row_number() OVER (ORDER BY {TS}, {', '.join(ORDER)}) AS {SEQ}
+        SELECT * EXCLUDE ({', '.join(ORDER)}), {seq} AS {SEQ}
         FROM (SELECT {select} FROM {scan}) WHERE {TS} <= {max_t}""")
 
 

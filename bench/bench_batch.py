@@ -1,0 +1,89 @@
+"""Batch materialization benchmark: rows/s of `featurestream materialize batch` next to `feast materialize`
+on the same data (the export benchmark's batch tables: 1M users x 8 days, 100k items x 20 snapshots).
+
+Prints a table; asserts nothing. Writes into Redis db 7 under a private project and deletes its keys after.
+Run with `make bench` or `.venv/bin/python -m bench.bench_batch [--feast-rows N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from bench.bench_export import DAY_MS, END_MS, USER_DAYS, bench_data, bench_repo
+from bench.common import machine, ready_settings
+from featurestream.definitions import load_repo
+from materializers.batch.runner import materialize
+
+REDIS_DB = 7
+
+
+def point_at_db(repo: Path, db: int) -> None:
+    config = repo / "feature_store.yaml"
+    config.write_text(re.sub(r"connection_string: .*", f'connection_string: "127.0.0.1:6379,db={db}"',
+                             config.read_text()))
+
+
+def clear(client: redis.Redis, project: str) -> int:
+    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
+    for i in range(0, len(keys), 10_000):
+        client.delete(*keys[i:i + 10_000])
+    client.delete(f"fs:{project}:_batch_materialized")
+    return len(keys)
+
+
+def timed(label: str, client: redis.Redis, project: str, run: object) -> tuple[str, int, float]:
+    """(label, entities written, seconds) of one materialization into an empty project."""
+    clear(client, project)
+    began = time.perf_counter()
+    run()  # type: ignore[operator]
+    seconds = time.perf_counter() - began
+    return label, clear(client, project), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--feast-view", default="item_stats",
+                        help="the view both materialize for the comparison (Feast is slow on all 1.1M entities)")
+    args = parser.parse_args()
+    ready_settings()
+    print(f"batch materialization benchmark on {machine()}")
+    data, _ = bench_data([])
+    repo = bench_repo(data)
+    point_at_db(repo, REDIS_DB)
+    specs = load_repo(repo)
+    client = redis.Redis(db=REDIS_DB)
+    start_ms, end_ms = END_MS - USER_DAYS * DAY_MS, END_MS
+    start, end = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (start_ms, end_ms))
+
+    from feast import FeatureStore
+
+    warnings.simplefilter("ignore")
+    store = FeatureStore(repo_path=str(repo))
+    try:
+        rows = [
+            timed("featurestream, all batch views", client, specs.project,
+                  lambda: materialize(specs, repo, client, None, end_ms, start_ms)),
+            timed(f"featurestream, {args.feast_view}", client, specs.project,
+                  lambda: materialize(specs, repo, client, [args.feast_view], end_ms, start_ms)),
+            timed(f"feast materialize, {args.feast_view}", client, specs.project,
+                  lambda: store.materialize(start, end, feature_views=[args.feast_view])),
+        ]
+    finally:
+        clear(client, specs.project)
+    print(f"  range {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC; Redis db {REDIS_DB}")
+    print(f"  {'run':<40} {'entities':>10} {'seconds':>8} {'rows/s':>10}")
+    for label, entities, seconds in rows:
+        print(f"  {label:<40} {entities:>10,} {seconds:>8.1f} {entities / seconds:>10,.0f}")
+    ours, feast = rows[1][1] / rows[1][2], rows[2][1] / rows[2][2]
+    print(f"  rows/s, featurestream over feast materialize on {args.feast_view}: {ours / feast:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
