@@ -106,7 +106,8 @@ class ServingState:
             raise Invalid(f"feature_service: {req.feature_service!r} has no model configured (FEATURESTREAM_MODELS)")
         found = await self.vectors(None, req.feature_service, req.entities, req.request_data, req.request_time,
                                    req.full_feature_names)
-        out: dict[str, Any] = {"feature_service": req.feature_service, **model.predict(found.feature_columns(), found.rows)}
+        prediction = model.predict(found.feature_columns(), found.rows)
+        out: dict[str, Any] = {"feature_service": req.feature_service, **prediction}
         if req.return_features:
             out["features"] = found.feast_response()
         return out

@@ -56,7 +56,6 @@ class Plan:
     outputs: tuple[Output, ...]
     join_keys: tuple[str, ...]  # every join key the reads need
     request_fields: tuple[str, ...]  # every request field the on-demand views need
-    has_on_demand_or_stream: bool
 
 
 class Catalog:
@@ -125,8 +124,7 @@ class Catalog:
                           "set full_feature_names to tell them apart")
         join_keys = tuple(dict.fromkeys(k for read in reads for k in read.join_keys))
         request_fields = tuple(dict.fromkeys(f for run in runs for f in run.spec.request_fields))
-        return Plan(reads, runs, tuple(outputs), join_keys, request_fields,
-                    bool(runs) or any(r.kind != "batch" for r in reads))
+        return Plan(reads, runs, tuple(outputs), join_keys, request_fields)
 
     @staticmethod
     def _output(view: str, feature: str, source: int, column: int, full_names: bool) -> Output:
