@@ -21,13 +21,19 @@ SQL_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE", "boole
              "timestamp": "TIMESTAMPTZ"}
 
 
+DEFAULT_MEMORY_LIMIT = "4GB"
+
+
 def connect(memory_limit: str | None = None, temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB in UTC that spills to `temp_dir` (FEATURESTREAM_DUCKDB_MEMORY caps its memory)."""
+    """An in-memory DuckDB in UTC that spills to `temp_dir` past its memory limit.
+
+    The limit (FEATURESTREAM_DUCKDB_MEMORY, default 4GB) is what keeps a 10M-row export's memory
+    bounded: DuckDB's own default, most of the machine's RAM, would rather hold everything.
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    limit = memory_limit or os.environ.get("FEATURESTREAM_DUCKDB_MEMORY")
-    if limit:
-        con.execute(f"SET memory_limit = '{limit}'")
+    limit = memory_limit or os.environ.get("FEATURESTREAM_DUCKDB_MEMORY") or DEFAULT_MEMORY_LIMIT
+    con.execute(f"SET memory_limit = {quote(limit)}")
     spill = temp_dir or Path(tempfile.gettempdir()) / "featurestream-duckdb"
     con.execute(f"SET temp_directory = {quote(str(spill))}")
     con.execute("SET preserve_insertion_order = false")

@@ -51,10 +51,14 @@ def register_entities(con: duckdb.DuckDBPyConnection, source: EntitySource, need
     ts = _timestamp_column(types, timestamp_column)
     as_time = ident(ts) if types[ts].startswith(_TIME_TYPES) else f"CAST({ident(ts)} AS TIMESTAMPTZ)"
     try:
+        # Row numbers in input order: the scan must keep it, whatever the connection's setting.
+        con.execute("SET preserve_insertion_order = true")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {ENTITY_TABLE} AS
             SELECT *, (row_number() OVER ()) - 1 AS {ROW}, epoch_ms({as_time}) AS {T} FROM entity_input""")
     except duckdb.Error as exc:
         raise OfflineError(f"the entity rows' timestamp column {ts!r} does not read as timestamps: {exc}") from None
+    finally:
+        con.execute("SET preserve_insertion_order = false")
     rows, with_time, lo, hi = con.execute(
         f"SELECT count(*), count({T}), min({T}), max({T}) FROM {ENTITY_TABLE}").fetchall()[0]
     if with_time < rows:
