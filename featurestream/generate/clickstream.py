@@ -12,6 +12,7 @@ import numpy as np
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 _FUNNEL = np.array([0.30, 0.30, 0.45])     # P(click | view), P(add_to_cart | click), P(purchase | add_to_cart)
 _EVENTS_PER_INTERACTION = 1 + np.cumprod(_FUNNEL).sum()
+_INTENT_SIGMA = 0.8                        # spread of per-session purchase intent (lognormal, mean 1)
 _GAP_MEDIAN_MS, _GAP_SIGMA = 20_000, 0.9   # between a session's events: seconds to a few minutes
 _GAP_MIN_MS, _GAP_MAX_MS = 1_000, 240_000
 _SESSION_GAP_MIN_MS = 45 * 60_000          # well over the 30 min gap of the user_session view
@@ -80,7 +81,11 @@ def _draw_sessions(rng: np.random.Generator, n_sessions: int, interactions: floa
     inter_session = np.repeat(np.arange(n_sessions), per_session)
     inter_rank = _rank_in_group(per_session)
     inter_item = rng.choice(len(item_weight), size=len(inter_session), p=item_weight) + 1
-    steps = 1 + np.cumprod(rng.random((len(inter_session), 3)) < _FUNNEL, axis=1).sum(axis=1)
+    # Shoppers on a mission click, add and buy more in that session: what makes purchases predictable
+    # from in-session activity, as in real clickstreams. Mean intent 1 keeps the average funnel.
+    intent = rng.lognormal(-_INTENT_SIGMA**2 / 2, _INTENT_SIGMA, n_sessions)[inter_session]
+    step_p = np.minimum(_FUNNEL * intent[:, None], 0.95)
+    steps = 1 + np.cumprod(rng.random((len(inter_session), 3)) < step_p, axis=1).sum(axis=1)
     interaction = np.repeat(np.arange(len(inter_session)), steps)
     stage = _rank_in_group(steps)
     # A later funnel step may come after looking at the next items; steps of one look stay in order.
