@@ -34,10 +34,13 @@ class Model:
                     raise ValueError(f"returned {len(predictions)} predictions for {rows} rows")
                 return {"predictions": predictions}
             matrix = self._matrix(columns)
-            out: dict[str, Any] = {"predictions": self.obj.predict(matrix).tolist()}
-            if hasattr(self.obj, "predict_proba"):
-                out["probabilities"] = self.obj.predict_proba(matrix).tolist()
-            return out
+            classes = getattr(self.obj, "classes_", None)
+            if classes is not None and hasattr(self.obj, "predict_proba"):
+                # A classifier's prediction is its most probable class: one pass over the trees, not two.
+                probabilities = self.obj.predict_proba(matrix)
+                return {"predictions": classes[probabilities.argmax(axis=1)].tolist(),
+                        "probabilities": probabilities.tolist()}
+            return {"predictions": self.obj.predict(matrix).tolist()}
         except Invalid:
             raise
         except Exception as exc:  # the model's own code: report it against this request's values
@@ -54,7 +57,7 @@ class Model:
             if missing:
                 raise Invalid(f"model of feature service {self.service!r} needs {', '.join(missing)}, "
                               "which the feature service does not provide")
-            return pd.DataFrame({name: columns[name] for name in wanted})
+            return pd.DataFrame({name: _numeric_if_possible(columns[name]) for name in wanted})
         return np.array([[np.nan if v is None else v for v in col] for col in columns.values()], dtype=float).T
 
 
@@ -65,9 +68,11 @@ def load_model(service: str, reference: str, base: Path) -> Model:
         import joblib
 
         try:
-            return Model(service, reference, joblib.load(path))
+            model = Model(service, reference, joblib.load(path))
         except Exception as exc:  # any unpickling failure is a configuration problem worth one clear line
             raise ConfigError(f"model {reference!r} of feature service {service!r} cannot be loaded: {exc}") from exc
+        _one_thread_per_worker()
+        return model
     module_name, sep, attr = reference.partition(":")
     if not sep:
         raise ConfigError(f"model {reference!r} of feature service {service!r}: no such file, and not module:function")
@@ -76,3 +81,23 @@ def load_model(service: str, reference: str, base: Path) -> Model:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"model {reference!r} of feature service {service!r} cannot be imported: {exc}") from None
     return Model(service, reference, function)
+
+
+def _one_thread_per_worker() -> None:
+    """Models score a request's few rows; OpenMP/BLAS thread pools only add wake-up latency and fight the
+    other workers for cores, so each worker process keeps one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # no scikit-learn stack installed, so no thread pools to limit
+        return
+    threadpool_limits(limits=1)
+
+
+def _numeric_if_possible(values: list[Any]) -> Any:
+    """Numbers with nulls as a float column (None -> NaN), as models were trained on; anything else as is."""
+    import numpy as np
+
+    try:
+        return np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        return values
