@@ -1,0 +1,55 @@
+"""The long-running parts the demo starts (stream materializer, serving API), as the user would run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and where its log is."""
+
+
+class Background:
+    """A `featurestream ...` command in its own process, its output in a log file, stopped with SIGTERM."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen([str(Path(sys.executable).with_name("featurestream")), *args],
+                                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise DemoError(f"the {self.name} stopped (exit {self.process.returncode}); see {self.log_path}")
+
+    def wait_http(self, url: str, timeout_s: float) -> None:
+        """Until `url` answers 200: the process is up and ready."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise DemoError(f"the {self.name} did not answer {url} within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
