@@ -1,11 +1,14 @@
-"""Faults the stream side must survive: Redis losing its data, the broker restarting, floods of bad records.
+"""Faults the product must survive: Redis losing its data, the broker restarting, floods of bad records,
+a serving worker killed under load.
 
-Each test injects the fault into a real stream and checks the final state in
-Redis against the brute-force reference, and the event log for exactly-once.
+Each stream test injects the fault into a real stream and checks the final state
+in Redis against the brute-force reference, and the event log for exactly-once.
+The serving API's schema fuzz run lives with its error tests (test_serving_errors.py).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -25,7 +28,7 @@ from featurestream.config import Settings
 from featurestream.definitions import load_repo
 from featurestream.online.keys import progress_key
 from materializers.stream.runner import StreamMaterializer, StreamOptions
-from tests.conftest import run_cli
+from tests.conftest import CLI, run_cli
 from tests.streams import (HOUR, MALFORMED, START, assert_exits_cleanly, check_state, create_topic, encode,
                            materializer_log, mismatches, produce, produce_keyed, random_events, random_stream,
                            read_dead_letters, reference_events, retarget, run_materializer)
@@ -196,3 +199,60 @@ def test_ten_thousand_malformed_records_are_all_dead_lettered_and_the_rest_appli
     assert Counter(by_origin.values())["late"] == len(late)
     newest = max(e["ts"] for e in accepted)
     assert mismatches(redis_client, project, views, accepted, [newest, newest + 10 * 60_000]) == []
+
+
+def _workers(parent: int) -> set[int]:
+    """The uvicorn worker processes of `parent` (its spawned children), from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _get_features(port: int) -> bool:
+    """One request on a fresh connection, as a load balancer's client would retry: True when answered 200."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("POST", "/get-online-features", b'{"features": ["user_profile:country", '
+                           b'"user_activity:events_1h"], "entities": {"user_id": [1, 2, 3]}}',
+                           {"Content-Type": "application/json"})
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_serving_keeps_answering_when_a_worker_is_killed(applied_repo: dict[str, str]) -> None:
+    port = _free_port_pair()
+    server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env={**os.environ, **applied_repo},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until(lambda: len(_workers(server.pid)) == 2 and _get_features(port), 120, "two serving workers")
+        before = _workers(server.pid)
+        answers: list[tuple[float, bool]] = []
+        stop_at = time.monotonic() + 8
+        victim = sorted(before)[0]
+        killed_at = None
+        while time.monotonic() < stop_at:
+            if killed_at is None and len(answers) >= 100:
+                os.kill(victim, signal.SIGKILL)
+                killed_at = time.monotonic()
+            answers.append((time.monotonic(), _get_features(port)))
+        assert killed_at is not None, "too few requests before the kill"
+        after = [ok for at, ok in answers if at > killed_at]
+        assert len(after) > 100 and sum(not ok for ok in after) <= 2, f"{sum(not ok for ok in after)} failed"
+        assert all(ok for at, ok in answers if at > killed_at + 1.0), "the server stopped answering"
+        _wait_until(lambda: len(_workers(server.pid)) == 2, 60, "the killed worker to be replaced")
+        assert _workers(server.pid) != before
+    finally:
+        server.terminate()
+        server.wait(30)
