@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import feast.metrics  # noqa: F401  (must run before our metrics exist; see above)
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
+                               multiprocess, values)
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -29,7 +30,9 @@ ENTITIES = Histogram(
 
 def render() -> tuple[bytes, str]:
     """The exposition text, aggregated over workers in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Multiprocess only if our values really live in the shared files: when prometheus_client was
+    # imported before Feast set the directory (a host process, a test run), they are in memory.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and values.ValueClass is not values.MutexValue:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -94,12 +94,17 @@ def derived_files(source: StreamSourceSpec, udf: Udf, columns: Sequence[str], fi
         workers = min(len(todo), os.cpu_count() or 1)
         jobs = [(f, t, source, udf, tuple(columns)) for f, t in todo]
         if workers > 1:
-            # fork: the udf's module (the Feast repo) is already imported here; workers use pyarrow only.
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                for _ in pool.map(_derive_file, jobs):
-                    done += 1
-                    if progress is not None:
-                        progress(done, len(files))
+            # fork: workers inherit the jobs, udf included, so nothing is pickled (a udf need not be
+            # importable by name, e.g. when another copy of the repo's modules was imported since).
+            _FORKED_JOBS[:] = jobs
+            try:
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                    for _ in pool.map(_derive_forked, range(len(jobs))):
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(files))
+            finally:
+                _FORKED_JOBS.clear()
         else:
             for job in jobs:
                 _derive_file(job)
@@ -107,6 +112,13 @@ def derived_files(source: StreamSourceSpec, udf: Udf, columns: Sequence[str], fi
                 if progress is not None:
                     progress(done, len(files))
     return targets
+
+
+_FORKED_JOBS: list[tuple[Path, Path, StreamSourceSpec, Udf, tuple[str, ...]]] = []
+
+
+def _derive_forked(index: int) -> None:
+    _derive_file(_FORKED_JOBS[index])
 
 
 def _derive_file(job: tuple[Path, Path, StreamSourceSpec, Udf, tuple[str, ...]]) -> None:
