@@ -124,7 +124,7 @@ class Retriever:
         if chosen_time and row_ms > t_ms:  # replaying a time before the row Redis holds: not visible then
             return [None] * len(read.features), NOT_FOUND, EPOCH
         ttl = read.spec.ttl_ms
-        if ttl and row_ms <= t_ms - ttl:
+        if ttl and row_ms < t_ms - ttl:  # t - ttl itself is inside, as in Feast and the export
             return [None] * len(read.features), OUTSIDE_MAX_AGE, text
         value = self.decoder.value
         return [value(raw) for raw in answer[:-1]], PRESENT, text

@@ -166,12 +166,12 @@ def test_batch_values_statuses_and_timestamps(api: TestClient, world: World) -> 
 
 
 def test_batch_ttl_edges(api: TestClient, world: World) -> None:
-    """A row is visible at t when row_ts <= t and row_ts > t - ttl, as in the training export."""
+    """A row is visible at t when t - ttl <= row_ts <= t, as in Feast's historical retrieval and the export."""
     ttl = world.specs.batch_views["user_profile"].ttl_ms
     assert ttl == 2 * DAY
     statuses = {}
-    for label, t in {"before": world.batch_ms - 1, "at": world.batch_ms, "last": world.batch_ms + ttl - 1,
-                     "expired": world.batch_ms + ttl}.items():
+    for label, t in {"before": world.batch_ms - 1, "at": world.batch_ms, "last": world.batch_ms + ttl,
+                     "expired": world.batch_ms + ttl + 1}.items():
         got = by_name(online(api, features=["user_profile:account_age_days"], entities={"user_id": [2]},
                              request_time=t))["account_age_days"]
         statuses[label] = (got["statuses"][0], got["values"][0])
