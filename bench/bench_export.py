@@ -83,7 +83,7 @@ def write_batch_tables(rng: np.random.Generator, out: Path) -> None:
 
 def write_event_log(rng: np.random.Generator, directory: Path) -> None:
     """10M clicks over the last day as the stream materializer logs them: one file per partition and million."""
-    from materializers.stream.event_log import file_name
+    from featurestream.event_log_files import file_name
 
     directory.mkdir(parents=True, exist_ok=True)
     ts = np.sort(rng.integers(END_MS - DAY_MS, END_MS, EVENTS))

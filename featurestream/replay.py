@@ -13,6 +13,8 @@ import orjson
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaException, Producer
 
+from featurestream.event_log_files import log_files
+
 
 @dataclass(frozen=True)
 class ReplaySummary:
@@ -40,7 +42,7 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
 
 
 def event_log_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    return [file.path for file in log_files(directory)]
 
 
 def iter_event_log(directory: Path, timestamp_field: str) -> Iterator[bytes]:

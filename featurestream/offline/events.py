@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestream.definitions import StreamSourceSpec
+from featurestream.event_log_files import log_files
 from featurestream.offline.engine import SQL_TYPES, ident, quote
 from featurestream.offline.errors import OfflineError
 
@@ -46,10 +47,9 @@ Progress = Callable[[int, int], None]
 
 def event_log_files(source: StreamSourceSpec) -> list[Path]:
     """The source's event-log files (none when it has no log yet)."""
-    directory = Path(source.event_log_path or "")
-    if not source.event_log_path or not directory.is_dir():
+    if not source.event_log_path:
         return []
-    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    return [file.path for file in log_files(Path(source.event_log_path))]
 
 
 def events_table(con: duckdb.DuckDBPyConnection, name: str, source: StreamSourceSpec, udf: Udf | None,

@@ -8,15 +8,15 @@ rewritten, which makes the log exactly-once without any coordination.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestream.definitions import StreamSourceSpec
+from featurestream.event_log_files import file_name, log_files
 
 ARROW_TYPES = {
     "string": pa.string(),
@@ -27,33 +27,11 @@ ARROW_TYPES = {
 }
 PARTITION_COLUMN = "_partition"
 OFFSET_COLUMN = "_offset"
-_NAME = re.compile(r"^(?P<topic>.+)-p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 
 def event_log_schema(source: StreamSourceSpec) -> pa.Schema:
     columns = [pa.field(name, ARROW_TYPES[kind]) for name, kind in source.schema.items()]
     return pa.schema([*columns, pa.field(PARTITION_COLUMN, pa.int32()), pa.field(OFFSET_COLUMN, pa.int64())])
-
-
-def file_name(topic: str, partition: int, first: int, last: int) -> str:
-    return f"{topic}-p{partition:04d}-o{first:012d}-{last:012d}.parquet"
-
-
-class LogFile(NamedTuple):
-    path: Path
-    partition: int
-    first: int
-    last: int
-
-
-def log_files(directory: Path, topic: str) -> list[LogFile]:
-    """The finished files of `topic` in `directory`, in (partition, first offset) order."""
-    found = []
-    for path in directory.iterdir() if directory.is_dir() else ():
-        match = _NAME.match(path.name)
-        if match and match["topic"] == topic:
-            found.append(LogFile(path, int(match["partition"]), int(match["first"]), int(match["last"])))
-    return sorted(found, key=lambda f: (f.partition, f.first))
 
 
 @dataclass

@@ -25,8 +25,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from featurestream.definitions import StreamViewSpec
+from featurestream.event_log_files import LogFile, log_files
 from featurestream.online.keys import view_key_pattern
-from materializers.stream.event_log import LogFile, log_files
 from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.redis_sink import RedisSink
 from materializers.stream.source import SourcePipeline
