@@ -18,7 +18,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -27,6 +26,7 @@ import redis
 from featurestream.config import Settings
 from featurestream.definitions import load_repo
 from featurestream.online.keys import progress_key
+from featurestream.services.process import wait_until
 from materializers.stream.runner import StreamMaterializer, StreamOptions
 from tests.conftest import CLI, run_cli
 from tests.streams import (HOUR, MALFORMED, START, assert_exits_cleanly, check_state, create_topic, encode,
@@ -35,13 +35,6 @@ from tests.streams import (HOUR, MALFORMED, START, assert_exits_cleanly, check_s
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 PRIVATE_DB = 11  # the Redis-loss test flushes this database, never the shared one
-
-
-def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _applied(client: redis.Redis, project: str, topic: str) -> dict[int, int]:
@@ -56,9 +49,7 @@ def _stop_when_applied(proc: subprocess.Popen[bytes], client: redis.Redis, proje
     last: dict[int, int] = {}
     for partition, offset in placements:
         last[partition] = max(offset, last.get(partition, -1))
-    deadline = time.monotonic() + 240
-    while _applied(client, project, topic) != last and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: _applied(client, project, topic) == last or proc.poll() is not None, 240)
     if proc.poll() is not None or _applied(client, project, topic) != last:
         proc.kill()
         proc.wait()
@@ -81,7 +72,7 @@ def test_redis_flushed_mid_stream_then_rebuild_restores_the_state(
     placements = produce_keyed(kafka_bootstrap, topic_name, first)
 
     proc = run_materializer(env, "--batch-size", "500", "--flush-interval", "0.2")
-    _wait_until(lambda: sum(_applied(client, specs.project, topic_name).values()) > 3_000, 120, "first progress")
+    assert wait_until(lambda: sum(_applied(client, specs.project, topic_name).values()) > 3_000, 120), "no progress"
     client.flushdb()  # the fault: Redis loses everything while the materializer keeps going
     refused = run_cli("rebuild", env=env)
     assert refused.returncode == 1 and "stop the stream materializers first" in refused.stderr, refused.stderr
@@ -146,8 +137,8 @@ def test_kafka_broker_restarted_mid_stream_loses_and_doubles_nothing(
     placements = produce_keyed(bootstrap, topic_name, first)
 
     proc = run_materializer(env, "--batch-size", "500", "--flush-interval", "0.2", "--connect-timeout", "120")
-    _wait_until(lambda: sum(_applied(redis_client, specs.project, topic_name).values()) > 2_000, 120,
-                "first progress")
+    assert wait_until(lambda: sum(_applied(redis_client, specs.project, topic_name).values()) > 2_000, 120), \
+        "no progress"
     stopped = run_cli("services", "down", "kafka", env=private_kafka)
     assert stopped.returncode == 0, stopped.stderr
     time.sleep(3)
@@ -236,7 +227,7 @@ def test_serving_keeps_answering_when_a_worker_is_killed(applied_repo: dict[str,
     server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env={**os.environ, **applied_repo},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until(lambda: len(_workers(server.pid)) == 2 and _get_features(port), 120, "two serving workers")
+        assert wait_until(lambda: len(_workers(server.pid)) == 2 and _get_features(port), 120), "no two workers"
         before = _workers(server.pid)
         answers: list[tuple[float, bool]] = []
         stop_at = time.monotonic() + 8
@@ -251,7 +242,7 @@ def test_serving_keeps_answering_when_a_worker_is_killed(applied_repo: dict[str,
         after = [ok for at, ok in answers if at > killed_at]
         assert len(after) > 100 and sum(not ok for ok in after) <= 2, f"{sum(not ok for ok in after)} failed"
         assert all(ok for at, ok in answers if at > killed_at + 1.0), "the server stopped answering"
-        _wait_until(lambda: len(_workers(server.pid)) == 2, 60, "the killed worker to be replaced")
+        assert wait_until(lambda: len(_workers(server.pid)) == 2, 60), "the killed worker was not replaced"
         assert _workers(server.pid) != before
     finally:
         server.terminate()
