@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 

@@ -190,7 +190,7 @@ def _up_local(settings: Settings) -> ServiceState:
         if result.returncode != 0:
             raise ServiceError(f"formatting KRaft storage failed:\n{(result.stdout + result.stderr).strip()[-1500:]}")
     start_background(
-        [java, f"-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        [java, "-Xms256m", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
          f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, "kafka.Kafka", str(config)],
         pid_file(settings), log,
     )
