@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -29,9 +28,26 @@ from featurestream.online.keys import progress_key
 from featurestream.services.process import wait_until
 from materializers.stream.runner import StreamMaterializer, StreamOptions
 from tests.conftest import CLI, run_cli
-from tests.streams import (HOUR, MALFORMED, START, assert_exits_cleanly, check_state, create_topic, encode,
-                           materializer_log, mismatches, produce, produce_keyed, random_events, random_stream,
-                           read_dead_letters, reference_events, retarget, run_materializer)
+from tests.ports import free_port
+from tests.streams import (
+    HOUR,
+    MALFORMED,
+    START,
+    assert_exits_cleanly,
+    check_state,
+    create_topic,
+    encode,
+    materializer_log,
+    mismatches,
+    produce,
+    produce_keyed,
+    random_events,
+    random_stream,
+    read_dead_letters,
+    reference_events,
+    retarget,
+    run_materializer,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 PRIVATE_DB = 11  # the Redis-loss test flushes this database, never the shared one
@@ -95,28 +111,12 @@ def test_redis_flushed_mid_stream_then_rebuild_restores_the_state(
     client.flushdb()
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free (the broker's listener and its KRaft controller)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 65535:
-            with socket.socket() as first, socket.socket() as second:
-                try:
-                    first.bind(("127.0.0.1", port))
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no two adjacent free ports")
-
 
 @pytest.fixture
 def private_kafka(tmp_path: Path, settings: Settings, kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     """A broker of this test's own (the shared one must not go down under other tests), from the cached jars."""
     env = {"FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
-           "FEATURESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port_pair()}",
+           "FEATURESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port(2)}",
            "FEATURESTREAM_KAFKA_LIBS": str(settings.kafka_libs), "FEATURESTREAM_KAFKA_HEAP": "512m"}
     started = run_cli("services", "up", "kafka", "--no-docker", env=env)
     assert started.returncode == 0, started.stderr
@@ -223,7 +223,7 @@ def _get_features(port: int) -> bool:
 
 
 def test_serving_keeps_answering_when_a_worker_is_killed(applied_repo: dict[str, str]) -> None:
-    port = _free_port_pair()
+    port = free_port()
     server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env={**os.environ, **applied_repo},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

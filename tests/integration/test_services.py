@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from confluent_kafka import Consumer, Producer
 from featurestream.config import Settings
 from featurestream.services.process import port_open, read_pid
 from tests.conftest import run_cli
+from tests.ports import free_port
 
 
 def test_one_message_through_the_real_broker(kafka_bootstrap: str, topic_name: str) -> None:
@@ -57,21 +57,17 @@ def test_second_up_is_a_no_op(settings: Settings, redis_client: redis.Redis, kaf
     assert status.returncode == 0 and "redis" in status.stdout and "kafka" in status.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def private_services(tmp_path: Path, settings: Settings) -> dict[str, str]:
     """Settings for a second Redis and Kafka on free ports in a private state dir, sharing the jar cache."""
-    kafka_port = _free_port()
-    while port_open("127.0.0.1", kafka_port + 1):
-        kafka_port = _free_port()
+    kafka_port = free_port(2)
+    redis_port = free_port()
+    while redis_port in (kafka_port, kafka_port + 1):
+        redis_port = free_port()
     return {
         "FEATURESTREAM_STATE_DIR": str(tmp_path / "state"),
-        "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+        "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "FEATURESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "FEATURESTREAM_KAFKA_LIBS": str(settings.kafka_libs),
         "FEATURESTREAM_KAFKA_HEAP": "384m",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from serving.app import create_app
 from serving.config import load_serve_config
 from tests.integration.test_serving_api import World, world  # noqa: F401  (the shared session fixture)
+from tests.ports import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::DeprecationWarning")
 ONE_USER = {"user_id": [1]}
@@ -85,11 +85,6 @@ def test_api_keys(strict_api: TestClient) -> None:
     assert strict_api.get("/health").status_code == 200  # liveness probes need no key
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -108,7 +103,7 @@ def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 def test_redis_down_is_503_and_the_server_recovers(world: World, tmp_path: Path) -> None:  # noqa: F811
     """A private redis-server (the shared one is never stopped) goes away and comes back on the same port."""
-    port = _free_port()
+    port = free_port()
     server = _start_redis(port, tmp_path)
     env = {**os.environ, **world.env, "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{port}/0",
            "FEATURESTREAM_SERVE_REDIS_TIMEOUT_S": "0.3"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,22 +15,18 @@ import pytest
 
 from tests.conftest import CLI
 from tests.integration.test_serving_api import USERS, World, world  # noqa: F401  (the shared fixture)
+from tests.ports import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::DeprecationWarning")
 BATCH_REFS = ["user_profile:account_age_days", "user_profile:country", "user_profile:lifetime_orders",
               "user_profile:lifetime_spend", "item_stats:price", "item_stats:category", "item_stats:popularity_7d"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[str]:  # noqa: F811
     """`featurestream serve` as a user starts it, in its own process."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([CLI, "serve", "--port", str(port)], env={**os.environ, **world.env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
