@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from featurestream.definitions import BatchViewSpec, OnDemandViewSpec, RepoSpecs, StreamViewSpec
 from featurestream.online.keys import StateKeys
+from featurestream.online.reader import WindowReader
 from serving.errors import Invalid, NotFound
 from serving.feast_layout import EntityKeys, feature_fields
-from serving.redis_io import around_key, bulk
+from serving.redis_io import around_key
 
 Kind = Literal["batch", "window", "session"]
 _PLAN_CACHE_LIMIT = 4096
@@ -30,10 +31,8 @@ class ViewRead:
     spec: BatchViewSpec | StreamViewSpec
     fields: tuple[bytes, ...] = ()  # batch only: HMGET fields, `_ts:<view>` last
     state_key: StateKeys | None = None  # stream only
+    window: WindowReader | None = None  # windowed only
     resp: tuple[bytes, bytes] = (b"", b"")  # the command in RESP around its key: what goes before, what after
-
-    def command(self, key: bytes | str) -> bytes:
-        return self.resp[0] + bulk(key) + self.resp[1]
 
 
 @dataclass(frozen=True)
@@ -149,4 +148,4 @@ class Catalog:
             return ViewRead(view, "session", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
                             resp=around_key(b"HGET", b"s"))
         return ViewRead(view, "window", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
-                        resp=around_key(b"HGETALL"))
+                        window=WindowReader(stream, ordered), resp=around_key(b"HGETALL"))

@@ -19,11 +19,11 @@ from typing import Any
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.ondemand import OnDemandError, run_on_demand
-from featurestream.online.reader import parse_tile_pairs, session_features_at, tile_features
+from featurestream.online.reader import session_features_at
 from serving.catalog import Catalog, Plan, ViewRead
 from serving.errors import Invalid
 from serving.feast_layout import EPOCH, ValueDecoder, format_ms
-from serving.redis_io import RedisReader
+from serving.redis_io import RedisReader, bulk
 from serving.requests import Columns
 
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
@@ -70,10 +70,17 @@ class Retriever:
 
     async def vectors(self, catalog: Catalog, plan: Plan, cols: Columns, rows: int, t_ms: int,
                       chosen_time: bool) -> Vectors:
-        layouts = [_unique_entities(read, cols) for read in plan.reads]
+        # Reads with the same join keys (all of a user's views) share the entity list and the encoded keys.
+        shared: dict[tuple[str, ...], tuple[list[Entity], list[int]]] = {}
+        feast_keys: dict[tuple[str, ...], list[bytes]] = {}
+        layouts = []
         commands: list[bytes] = []
-        for read, (entities, _) in zip(plan.reads, layouts):
-            commands += _commands(catalog, read, entities)
+        for read in plan.reads:
+            layout = shared.get(read.join_keys)
+            if layout is None:
+                layout = shared[read.join_keys] = _unique_entities(read.join_keys, cols)
+            layouts.append(layout)
+            commands += _commands(catalog, read, layout[0], feast_keys)
         replies = await self.redis.run(b"".join(commands), len(commands))
         t_text = format_ms(t_ms)
         results: list[ViewResult] = []
@@ -81,7 +88,7 @@ class Retriever:
         for read, (entities, row_of) in zip(plan.reads, layouts):
             answers = replies[offset:offset + len(entities)]
             offset += len(entities)
-            per_entity = [self._evaluate(read, answer, t_ms, t_text, chosen_time) for answer in answers]
+            per_entity = self._evaluate(read, answers, t_ms, t_text, chosen_time)
             value_rows, statuses, stamps = zip(*[per_entity[u] for u in row_of])  # rows >= 1, features >= 1
             results.append(ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps)))
         for run in plan.on_demand:
@@ -96,24 +103,25 @@ class Retriever:
                                       [t_text] * rows))
         return _assemble(catalog, plan, cols, rows, results)
 
-    def _evaluate(self, read: ViewRead, answer: Any, t_ms: int, t_text: str,
-                  chosen_time: bool) -> tuple[list[Any], str, str]:
-        """(values of read.features, status, timestamp text) of one entity."""
+    def _evaluate(self, read: ViewRead, answers: list[Any], t_ms: int, t_text: str,
+                  chosen_time: bool) -> list[tuple[list[Any], str, str]]:
+        """(values of read.features, status, timestamp text) of each entity."""
         if read.kind == "batch":
-            return self._batch(read, answer, t_ms, chosen_time)
+            return [self._batch(read, answer, t_ms, chosen_time) for answer in answers]
+        if read.kind == "window":
+            return _windowed(read, answers, t_ms, t_text)
         spec = read.spec
         assert isinstance(spec, StreamViewSpec)
-        if read.kind == "window":
-            pairs = iter(answer)
-            tiles = parse_tile_pairs(zip(pairs, pairs))
-            features = tile_features(spec, tiles, t_ms)
-            status = _tile_status(tiles, t_ms, spec.ttl_ms)
-            return [features[f] for f in read.features], status, EPOCH if status == NOT_FOUND else t_text
-        features, last_ms = session_features_at(spec, answer, t_ms)
-        values = [features[f] for f in read.features]
-        if last_ms is None:
-            return values, NOT_FOUND, EPOCH
-        return values, PRESENT if features["session_event_count"] else OUTSIDE_MAX_AGE, format_ms(last_ms)
+        out = []
+        for blob in answers:
+            features, last_ms = session_features_at(spec, blob, t_ms)
+            values = [features[f] for f in read.features]
+            if last_ms is None:
+                out.append((values, NOT_FOUND, EPOCH))
+            else:
+                status = PRESENT if features["session_event_count"] else OUTSIDE_MAX_AGE
+                out.append((values, status, format_ms(last_ms)))
+        return out
 
     def _batch(self, read: ViewRead, answer: list[bytes | None], t_ms: int,
                chosen_time: bool) -> tuple[list[Any], str, str]:
@@ -126,37 +134,45 @@ class Retriever:
         ttl = read.spec.ttl_ms
         if ttl and row_ms < t_ms - ttl:  # t - ttl itself is inside, as in Feast and the export
             return [None] * len(read.features), OUTSIDE_MAX_AGE, text
-        value = self.decoder.value
-        return [value(raw) for raw in answer[:-1]], PRESENT, text
+        return self.decoder.values(answer[:-1]), PRESENT, text
 
 
-def _unique_entities(read: ViewRead, cols: Columns) -> tuple[list[Entity], list[int]]:
-    """The distinct entities of a read (one Redis command each) and each row's index among them."""
-    keys = [cols[k] for k in read.join_keys]
+def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[Entity], list[int]]:
+    """The distinct entities of some reads (one Redis command each) and each row's index among them."""
+    keys = [cols[k] for k in join_keys]
     entities: dict[Entity, int] = {}
     rows = [(v,) for v in keys[0]] if len(keys) == 1 else list(zip(*keys))
     row_of = [entities.setdefault(entity, len(entities)) for entity in rows]
     return list(entities), row_of
 
 
-def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity]) -> list[bytes]:
+def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity],
+              feast_keys: dict[tuple[str, ...], list[bytes]]) -> list[bytes]:
     if read.kind == "batch":
-        return [read.command(catalog.entity_keys(read.join_keys, e)) for e in entities]
-    assert read.state_key is not None
-    return [read.command(read.state_key(e)) for e in entities]
+        keys = feast_keys.get(read.join_keys)
+        if keys is None:
+            keys = feast_keys[read.join_keys] = [bulk(catalog.entity_keys(read.join_keys, e)) for e in entities]
+    else:
+        assert read.state_key is not None
+        keys = [bulk(read.state_key(e)) for e in entities]
+    before, after = read.resp
+    return [before + key + after for key in keys]
 
 
-def _tile_status(tiles: dict[tuple[str, int], dict[int, Any]], t_ms: int, ttl_ms: int | None) -> str:
-    newest_end = None
-    for (_, slide), series in tiles.items():
-        start = max(series)
-        if start > t_ms:
-            start = max((s for s in series if s <= t_ms), default=None)
-        if start is not None and (newest_end is None or start + slide > newest_end):
-            newest_end = start + slide
-    if newest_end is None:
-        return NOT_FOUND
-    return PRESENT if not ttl_ms or newest_end > t_ms - ttl_ms else OUTSIDE_MAX_AGE
+def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> list[tuple[list[Any], str, str]]:
+    reader = read.window
+    assert reader is not None
+    windows = reader.windows(t_ms)
+    oldest_present = t_ms - reader.ttl_ms if reader.ttl_ms else None
+    out = []
+    for answer in answers:
+        values, newest_end = reader.evaluate(answer, windows, t_ms)
+        if newest_end is None:
+            out.append((values, NOT_FOUND, EPOCH))
+        else:
+            status = PRESENT if oldest_present is None or newest_end > oldest_present else OUTSIDE_MAX_AGE
+            out.append((values, status, t_text))
+    return out
 
 
 def _assemble(catalog: Catalog, plan: Plan, cols: Columns, rows: int, results: list[ViewResult]) -> Vectors:

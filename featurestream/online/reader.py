@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -15,7 +15,8 @@ from featurestream.windows import sessions
 from featurestream.windows.aggregations import Partial, window_value
 from featurestream.windows.tiles import window_tiles
 
-Tiles = dict[tuple[str, int], dict[int, Partial]]  # (column, slide) -> tile start -> partial
+_FIELDS_CACHE_LIMIT = 100_000
+_SKIP = (-1, 0, "", None)  # a field that is no tile of the reader's series (offsets, `_p`, retired series)
 
 
 def _decode_text(raw: bytes) -> str:
@@ -26,66 +27,86 @@ def _decode_text(raw: bytes) -> str:
 _CONVERT: dict[str, Callable[[bytes], Any]] = {
     "n": int, "s": float, "q": float, "lo": float, "hi": float, "lv": orjson.loads, LAST_KEY: _decode_text,
 }
-_FIELDS_CACHE_LIMIT = 100_000
-_fields: dict[bytes, tuple[tuple[str, int], int, str] | None] = {}
 
 
-def _tile_field(raw_name: bytes) -> tuple[tuple[str, int], int, str] | None:
-    """((column, slide), start, component) of a field name, cached: every entity's hash repeats the same names."""
-    try:
-        return _fields[raw_name]
-    except KeyError:
-        if len(_fields) >= _FIELDS_CACHE_LIMIT:
-            _fields.clear()
-        tile = parse_tile_field(raw_name.decode())
-        parsed = None if tile is None else ((tile[0], tile[1]), tile[2], tile[3])
-        _fields[raw_name] = parsed
+class WindowReader:
+    """Some aggregations of one windowed view, evaluated at t from the view's hash.
+
+    Compiled once per (view, features) because serving evaluates it for every entity of
+    a request: field names are parsed once (cached), each window's tile range is computed
+    once per request (`windows`), and only the tiles inside a window are merged.
+    """
+
+    def __init__(self, view: StreamViewSpec, features: Sequence[str] | None = None) -> None:
+        by_name = {a.name: a for a in view.aggregations}
+        ordered = [by_name[f] for f in features] if features is not None else list(view.aggregations)
+        self.series = sorted({(a.column, a.slide_ms or 0) for a in view.aggregations})
+        index = {series: i for i, series in enumerate(self.series)}
+        self.ttl_ms = view.ttl_ms
+        self._aggs = [(a.function, index[(a.column, a.slide_ms or 0)], a.window_ms or 0, a.slide_ms or 0)
+                      for a in ordered]
+        self._empty = [window_value(a.function, ()) for a in ordered]
+        self._index = index
+        self._fields: dict[bytes, tuple[int, int, str, Callable[[bytes], Any] | None]] = {}
+
+    def _field(self, name: bytes) -> tuple[int, int, str, Callable[[bytes], Any] | None]:
+        if len(self._fields) >= _FIELDS_CACHE_LIMIT:
+            self._fields.clear()
+        tile = parse_tile_field(name.decode())
+        series = None if tile is None else self._index.get((tile[0], tile[1]))
+        parsed = _SKIP if tile is None or series is None else (series, tile[2], tile[3], _CONVERT.get(tile[3]))
+        self._fields[name] = parsed
         return parsed
 
+    def tiles(self, flat: Sequence[bytes]) -> list[dict[int, Partial]]:
+        """Per series, tile start -> partial, from a raw HGETALL reply (name, value, name, value, ...)."""
+        out: list[dict[int, Partial]] = [{} for _ in self.series]
+        fields = self._fields
+        pairs = iter(flat)
+        for name, raw in zip(pairs, pairs):
+            parsed = fields.get(name) or self._field(name)
+            convert = parsed[3]
+            if convert is None:
+                continue
+            series = out[parsed[0]]
+            partial = series.get(parsed[1])
+            if partial is None:
+                partial = series[parsed[1]] = {}
+            partial[parsed[2]] = convert(raw)
+        return out
 
-def parse_tiles(fields: Mapping[bytes, bytes]) -> Tiles:
-    """The hash's tile fields as partials (`column|slide|start|component` -> value)."""
-    return parse_tile_pairs(fields.items())
+    def windows(self, t_ms: int) -> list[range]:
+        """The tile starts each aggregation's window covers at t, oldest first."""
+        return [window_tiles(t_ms, window, slide) for _, _, window, slide in self._aggs]
 
-
-def parse_tile_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> Tiles:
-    """`parse_tiles` from (name, value) pairs, such as a raw HGETALL reply zipped up without building a dict."""
-    tiles: Tiles = {}
-    for raw_name, raw_value in pairs:
-        tile = _tile_field(raw_name)
-        if tile is None:
-            continue
-        series, start, component = tile
-        partial = tiles.setdefault(series, {}).setdefault(start, {})
-        convert = _CONVERT.get(component)
-        if convert is not None:
-            partial[component] = convert(raw_value)
-    return tiles
+    def evaluate(self, flat: Sequence[bytes], windows: list[range], t_ms: int) -> tuple[list[Any], int | None]:
+        """The aggregations' values at t (empty values without tiles), in the reader's feature order,
+        and the end of the newest tile starting at or before t (None without one): the view's age."""
+        tiles = self.tiles(flat)
+        starts = [sorted(series) for series in tiles]
+        newest = None
+        for (_, slide), ordered in zip(self.series, starts):
+            before = bisect_right(ordered, t_ms)
+            if before and (newest is None or ordered[before - 1] + slide > newest):
+                newest = ordered[before - 1] + slide
+        values = []
+        for (function, index, _, _), covered, empty in zip(self._aggs, windows, self._empty):
+            ordered = starts[index]
+            if not ordered:
+                values.append(empty)
+                continue
+            # Oldest first, the merge order of a walk over every covered start, without visiting the empty ones.
+            series = tiles[index]
+            inside = ordered[bisect_left(ordered, covered.start):bisect_left(ordered, covered.stop)]
+            values.append(window_value(function, [series[s] for s in inside if s in covered]))
+        return values, newest
 
 
 def window_features(view: StreamViewSpec, fields: Mapping[bytes, bytes], t_ms: int) -> dict[str, Any]:
     """Every aggregation of a windowed view at time t (empty values where the entity has no state)."""
-    return tile_features(view, parse_tiles(fields) if fields else {}, t_ms)
-
-
-def tile_features(view: StreamViewSpec, tiles: Tiles, t_ms: int) -> dict[str, Any]:
-    """`window_features` from already parsed tiles (the serving API also reads their age)."""
-    out: dict[str, Any] = {}
-    starts = {key: sorted(series) for key, series in tiles.items()}
-    for agg in view.aggregations:
-        assert agg.window_ms is not None and agg.slide_ms is not None
-        key = (agg.column, agg.slide_ms)
-        series = tiles.get(key)
-        if not series:
-            out[agg.name] = window_value(agg.function, ())
-            continue
-        # The tiles the entity has inside the window, oldest first: the merge order of a walk over every
-        # covered start, without visiting the (many) empty ones.
-        covered = window_tiles(t_ms, agg.window_ms, agg.slide_ms)
-        ordered = starts[key]
-        inside = ordered[bisect_left(ordered, covered.start):bisect_left(ordered, covered.stop)]
-        out[agg.name] = window_value(agg.function, [series[start] for start in inside if start in covered])
-    return out
+    reader = WindowReader(view)
+    values, _ = reader.evaluate([part for pair in fields.items() for part in pair], reader.windows(t_ms), t_ms)
+    return dict(zip((a.name for a in view.aggregations), values))
 
 
 def session_features(view: StreamViewSpec, blob: bytes | None, t_ms: int) -> dict[str, Any]:
