@@ -74,17 +74,17 @@ def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis,
               AND {' AND '.join(f'{ident(k)} IS NOT NULL' for k in view.join_keys)}
             GROUP BY {keys}""")
         total = con.execute("SELECT count(*) FROM latest").fetchall()[0][0]
-        writer = FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
-                                   [_mmh3(f"{view.name}:{f}") for f in features], expiry_s)
         done = written = 0
-        for batch in con.sql("SELECT * FROM latest").to_arrow_reader(READ_BATCH_ROWS):
-            redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys], specs.project)
-            stamps, seconds, nanos = timestamps(batch.column("__ts"))
-            values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
-            written += writer.write(redis_keys, seconds, nanos, stamps, values)
-            done += batch.num_rows
-            if progress is not None:
-                progress(view.name, done, total)
+        with FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
+                               [_mmh3(f"{view.name}:{f}") for f in features], expiry_s) as writer:
+            for batch in con.sql("SELECT * FROM latest").to_arrow_reader(READ_BATCH_ROWS):
+                redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys], specs.project)
+                stamps, nanos = timestamps(batch.column("__ts"))
+                values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
+                written += writer.write(redis_keys, stamps, nanos, values)
+                done += batch.num_rows
+                if progress is not None:
+                    progress(view.name, done, total)
     finally:
         con.close()
     record_done(client, specs.project, view.name, Done(start_ms, end_ms, total, written, int(time.time() * 1000)))

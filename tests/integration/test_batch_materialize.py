@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import random
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import redis
 
 from featurestream.definitions import load_repo
-from materializers.batch.encode import entity_keys, timestamps, value_protos
 from materializers.batch.progress import last_done, progress_key
 from materializers.batch.runner import materialize
 from tests.conftest import run_cli
@@ -24,44 +20,6 @@ REDIS_DB = 6
 START = datetime(2026, 11, 14, tzinfo=UTC)
 MIDDLE = datetime(2026, 11, 16, 6, tzinfo=UTC)
 END = datetime(2026, 11, 18, 12, tzinfo=UTC)
-
-
-def test_encoders_match_feast_serializers() -> None:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-    from feast.type_map import python_values_to_proto_values
-    from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    rng = random.Random(3)
-    ints = [0, 1, -1, 127, 128, 300, 2**31 - 1, -(2**31), 2**62, -(2**63), None] + [
-        rng.randint(-(2**40), 2**40) for _ in range(50)]
-    floats = [0.0, -0.0, 1.5, -2.25, 1e300, 5e-324, math.inf, None] + [rng.uniform(-1e6, 1e6) for _ in range(50)]
-    columns = {
-        Int64: pa.array(ints, pa.int64()),
-        Int32: pa.array([v if v is None or -(2**31) <= v < 2**31 else 7 for v in ints], pa.int32()),
-        Float64: pa.array(floats, pa.float64()),
-        Float32: pa.array([None if v is None else 1.5 * i for i, v in enumerate(floats)], pa.float32()),
-        String: pa.array(["", "a", "ünïcødé", None, "x" * 300], pa.string()),
-        Bool: pa.array([True, False, None], pa.bool_()),
-        UnixTimestamp: pa.array([1_795_000_000_123, None], pa.timestamp("ms", tz="UTC")),
-    }
-    for feast_type, column in columns.items():
-        expected = [p.SerializeToString()
-                    for p in python_values_to_proto_values(column.to_pylist(), feast_type.to_value_type())]
-        assert value_protos(column, str(feast_type)) == expected, str(feast_type)
-
-    users, names = pa.array([1, -5, 2**40], pa.int64()), pa.array(["a", "bé", ""], pa.string())
-    expected_keys = [serialize_entity_key(EntityKey(join_keys=["user_id", "name"], entity_values=[
-        Value(int64_val=u), Value(string_val=n)]), 3) + b"proj" for u, n in zip(users.to_pylist(), names.to_pylist())]
-    assert entity_keys(["user_id", "name"], [users, names], "proj") == expected_keys
-
-    stamps = pa.array([0, 1_795_000_000_000_000_001, 1_795_000_000_123_456_789], pa.timestamp("ns", tz="UTC"))
-    encoded, seconds, nanos = timestamps(stamps)
-    for value, got, s, ns in zip(stamps.to_pylist(), encoded, seconds, nanos):
-        proto = Timestamp(seconds=value.value // 10**9, nanos=value.value % 10**9)
-        assert got == proto.SerializeToString() and (s, ns) == (proto.seconds, proto.nanos)
 
 
 @pytest.fixture(scope="module")

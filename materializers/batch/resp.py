@@ -1,0 +1,42 @@
+"""Redis commands for whole columns, in Redis's wire protocol (RESP), built by Arrow kernels.
+
+redis-py packs each command from Python objects (several microseconds a
+command); a batch view sends one or two commands per entity, so here every
+row's command is one element of an Arrow binary array and the whole batch goes
+to the socket as the array's data buffer, with no Python object per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from materializers.batch.encode import concat
+
+Arg = bytes | pa.BinaryArray
+
+
+def commands(*args: Arg) -> pa.BinaryArray:
+    """One RESP command per row: `args` are its words, constants or one value per row (at least one array)."""
+    parts: list[Arg] = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        else:
+            parts += [b"$", pc.binary_length(arg).cast(pa.string()).cast(pa.binary()), b"\r\n", arg, b"\r\n"]
+    merged: list[Arg] = []
+    for part in parts:
+        if merged and isinstance(part, bytes) and isinstance(merged[-1], bytes):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return concat(*merged)
+
+
+def wire(rows: pa.BinaryArray) -> memoryview:
+    """The bytes of all rows back to back, without a copy (what the socket sends)."""
+    if not len(rows):
+        return memoryview(b"")
+    offsets = np.frombuffer(rows.buffers()[1], np.int32)[rows.offset:rows.offset + len(rows) + 1]
+    return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]
