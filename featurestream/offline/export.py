@@ -105,7 +105,7 @@ class _Export:
     def _query(self) -> str:
         batch = [(self.specs.batch_views[v], register_batch_source(self.con, self.specs.batch_views[v]), f)
                  for v, f in self.plan.batch.items()]
-        joins, columns = batch_joins(batch)
+        joins, columns = batch_joins(batch, self.entity.min_t or 0, self.entity.max_t or 0)
         stream_joins = []
         for i, (sql, names) in enumerate(self._stream_queries()):
             stream_joins.append(f"LEFT JOIN ({sql}) s{i} ON s{i}.{ROW} = e.{ROW}")
