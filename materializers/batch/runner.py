@@ -1,7 +1,7 @@
 """`materialize batch`: for each batch view, the newest row per entity with start <= row_ts <= end, into Redis.
 
-The rows come from the offline engine's DuckDB views (one GROUP BY with
-arg_max on (row_ts, created_ts), Feast's own tie-break), are encoded a record
+The rows come from the offline engine's DuckDB views (the newest row_ts per
+entity, then created_ts among ties: Feast's own order), are encoded a record
 batch at a time into Feast's bytes and written with Feast's newer-wins rule,
 so the result is what `feast materialize` over the same range leaves.
 """
@@ -52,6 +52,24 @@ def incremental_start(client: redis.Redis, project: str, view: BatchViewSpec, en
     return end_ms - view.ttl_ms if view.ttl_ms else 0
 
 
+def newest_rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> str:
+    """The newest row per entity with start <= row_ts <= end, ties broken by the created timestamp (Feast's order).
+
+    Two steps, because an arg_max carrying every feature over all rows costs several times a max of the
+    timestamp: the newest timestamp per entity, then, among the few rows at it, the latest created. The
+    range compares the timestamp column itself, so DuckDB can skip row groups by their statistics.
+    """
+    keys = ", ".join(ident(k) for k in view.join_keys)
+    ts = ident(view.timestamp_field)
+    in_range = (f"{ts} BETWEEN make_timestamptz({start_ms * 1000}) AND make_timestamptz({end_ms * 1000})"
+                f" AND {' AND '.join(f'{ident(k)} IS NOT NULL' for k in view.join_keys)}")
+    row = ", ".join([f"'__ts': {ts}", *(f"{quote(f)}: {ident(f)}" for f in view.feature_names)])
+    created = f"coalesce({ident(view.created_timestamp_column)}, '-infinity')" if view.created_timestamp_column else ts
+    return f"""WITH newest AS (SELECT {keys}, max({ts}) AS __newest FROM {ident(source)} WHERE {in_range} GROUP BY {keys}),
+        at_newest AS (SELECT * FROM {ident(source)} JOIN newest USING ({keys}) WHERE {ts} = __newest AND {in_range})
+        SELECT {keys}, unnest(arg_max({{{row}}}, {created})) FROM at_newest GROUP BY {keys}"""
+
+
 def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis, start_ms: int, end_ms: int,
                      expiry_s: int | None = None, progress: Progress | None = None) -> ViewRun:
     """Copy the newest row per entity in [start, end] (inclusive, as Feast) of one view; records the run."""
@@ -61,18 +79,8 @@ def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis,
     con = connect()
     try:
         source = register_batch_source(con, view)
-        keys = ", ".join(ident(k) for k in view.join_keys)
         features = list(view.feature_names)
-        created = (f"coalesce(epoch_ms({ident(view.created_timestamp_column)}), {-(2**62)})"
-                   if view.created_timestamp_column else "0")
-        row = ", ".join([f"'__ts': {ident(view.timestamp_field)}", *(f"{quote(f)}: {ident(f)}" for f in features)])
-        ts_ms = f"epoch_ms({ident(view.timestamp_field)})"
-        con.execute(f"""CREATE TEMP TABLE latest AS
-            SELECT {keys}, unnest(arg_max({{{row}}}, {{'ts': {ts_ms}, 'created': {created}}}))
-            FROM {ident(source)}
-            WHERE {ts_ms} BETWEEN {start_ms} AND {end_ms}
-              AND {' AND '.join(f'{ident(k)} IS NOT NULL' for k in view.join_keys)}
-            GROUP BY {keys}""")
+        con.execute(f"CREATE TEMP TABLE latest AS {newest_rows_sql(view, source, start_ms, end_ms)}")
         total = con.execute("SELECT count(*) FROM latest").fetchall()[0][0]
         done = written = 0
         with FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
