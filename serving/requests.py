@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,16 +95,22 @@ def check_keys(cols: Columns, join_keys: tuple[str, ...], key_types: dict[str, s
         if values is None:
             raise Invalid(f"entities.{key}: missing; the requested features are keyed by it")
         kind = key_types.get(key)
-        for index, value in enumerate(values):
-            bits = _INTEGER_BITS.get(kind or "")
-            if bits:
-                ok = type(value) is int and -(2**bits) <= value < 2**bits
-            elif kind == "STRING":
-                ok = type(value) is str
-            else:
-                ok = isinstance(value, int | str | float | bool)
-            if not ok:
-                raise Invalid(f"entities.{key}[{index}]: {value!r} is not a valid {kind or 'key'} value")
+        valid = _validator(kind)
+        if not all(map(valid, values)):
+            index = next(i for i, value in enumerate(values) if not valid(value))
+            raise Invalid(f"entities.{key}[{index}]: {values[index]!r} is not a valid {kind or 'key'} value")
+
+
+@functools.cache
+def _validator(kind: str | None) -> Callable[[Any], bool]:
+    """Whether a JSON value is a valid value of an entity type."""
+    bits = _INTEGER_BITS.get(kind or "")
+    if bits:
+        low, high = -(2**bits), 2**bits
+        return lambda value: type(value) is int and low <= value < high
+    if kind == "STRING":
+        return lambda value: type(value) is str
+    return lambda value: isinstance(value, int | str | float | bool)
 
 
 def check_request_fields(cols: Columns, fields: tuple[str, ...]) -> None:

@@ -89,7 +89,9 @@ class Retriever:
             answers = replies[offset:offset + len(entities)]
             offset += len(entities)
             per_entity = self._evaluate(read, answers, t_ms, t_text, chosen_time)
-            value_rows, statuses, stamps = zip(*[per_entity[u] for u in row_of])  # rows >= 1, features >= 1
+            if len(per_entity) < rows:  # some rows repeat an entity
+                per_entity = [per_entity[u] for u in row_of]
+            value_rows, statuses, stamps = zip(*per_entity)  # rows >= 1, features >= 1
             results.append(ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps)))
         for run in plan.on_demand:
             inputs: dict[str, list[Any]] = {f: cols[f] for f in run.spec.request_fields}

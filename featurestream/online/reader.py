@@ -64,15 +64,14 @@ class WindowReader:
         fields = self._fields
         pairs = iter(flat)
         for name, raw in zip(pairs, pairs):
-            parsed = fields.get(name) or self._field(name)
-            convert = parsed[3]
+            index, start, component, convert = fields.get(name) or self._field(name)
             if convert is None:
                 continue
-            series = out[parsed[0]]
-            partial = series.get(parsed[1])
+            series = out[index]
+            partial = series.get(start)
             if partial is None:
-                partial = series[parsed[1]] = {}
-            partial[parsed[2]] = convert(raw)
+                partial = series[start] = {}
+            partial[component] = convert(raw)
         return out
 
     def windows(self, t_ms: int) -> list[range]:
