@@ -168,28 +168,40 @@ def feast_write_path(settings: Settings, rows: int) -> dict[str, float]:
     return {"rows": rows, "seconds": seconds, "rate": rows / seconds}
 
 
+PARTS = ("throughput", "freshness", "feast")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--feast-rows", type=int, default=100_000)
     parser.add_argument("--fresh-seconds", type=float, default=15.0)
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only this part (repeatable); all parts by default")
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
     settings = ready_settings()
     print(f"machine: {machine()}")
-    print(f"\n## throughput: {args.events:,} demo events, 4 partitions, all demo stream views, one process")
-    ours = throughput(settings, args.events)
-    print(f"  {ours['events']:,} events in {ours['seconds']:.2f} s = {ours['rate']:,.0f} events/s "
-          f"({ours['wall_with_startup']:.2f} s including group join)")
-    print("\n## freshness: produce time -> value readable in Redis (every 10th event probed)")
-    print("  | rate/s | achieved | probes | p50 ms | p99 ms | max ms |")
-    for rate in (5_000, 20_000):
-        fresh = freshness(settings, rate, args.fresh_seconds)
-        print(f"  | {rate:,} | {fresh['achieved_rate']:,.0f} | {fresh['seen']}/{fresh['probes']} | "
-              f"{fresh['p50_ms']:.1f} | {fresh['p99_ms']:.1f} | {fresh['max_ms']:.1f} |")
+    if "throughput" in parts:
+        print(f"\n## throughput: {args.events:,} demo events, 4 partitions, all demo stream views, one process")
+        ours = throughput(settings, args.events)
+        print(f"  {ours['events']:,} events in {ours['seconds']:.2f} s = {ours['rate']:,.0f} events/s "
+              f"({ours['wall_with_startup']:.2f} s including group join)")
+    if "freshness" in parts:
+        print("\n## freshness: produce time -> value readable in Redis (every 10th event probed)")
+        print("  | rate/s | achieved | probes | p50 ms | p99 ms | max ms |")
+        for rate in (5_000, 20_000):
+            fresh = freshness(settings, rate, args.fresh_seconds)
+            print(f"  | {rate:,} | {fresh['achieved_rate']:,.0f} | {fresh['seen']}/{fresh['probes']} | "
+                  f"{fresh['p50_ms']:.1f} | {fresh['p99_ms']:.1f} | {fresh['max_ms']:.1f} |")
+    if "feast" not in parts:
+        return
     print(f"\n## Feast's write path (write_to_online_store, aggregates precomputed), {args.feast_rows:,} rows")
     feast = feast_write_path(settings, args.feast_rows)
-    print(f"  feast: {feast['rate']:,.0f} rows/s; featurestream: {ours['rate']:,.0f} events/s "
-          f"(each event updates 3 views) -> ratio {ours['rate'] / feast['rate']:.1f}x")
+    print(f"  feast: {feast['rate']:,.0f} rows/s")
+    if "throughput" in parts:
+        print(f"  featurestream: {ours['rate']:,.0f} events/s (each event updates 3 views) "
+              f"-> ratio {ours['rate'] / feast['rate']:.1f}x")
 
 
 if __name__ == "__main__":

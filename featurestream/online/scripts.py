@@ -14,28 +14,37 @@ from __future__ import annotations
 # blob: packing is far cheaper than thousands of arguments), a list with per key, in KEYS order,
 # [newest event time, segments]. A segment is [offset field, first offset, last offset, ops], one
 # per source partition.
-# An op is [i|f, field, delta] (integer / float add; floats as strings so no digit is lost),
-# [<|>, field, value] (keep min / max) or [l, field, value, keyfield, orderkey] (keep the value with
-# the greatest fixed-width order key).
+# An op is [i|f, field, delta] (integer / float add; a float delta is a MessagePack double, exact),
+# [<|>, field, value] (keep min / max; the value as a string, written as given) or
+# [l, field, value, keyfield, orderkey] (keep the value with the greatest fixed-width order key).
 # Returns per key a list of per-segment statuses: 0 applied, 1 already applied (skipped),
 # 2 partly applied (the caller resends that segment event by event).
+# Each redis.call costs more than the Lua around it, so a key costs one HMGET and one HSET (sums
+# are added here, in doubles as Python adds them, written back in the shortest exact decimal), plus
+# HKEYS, HDEL and PEXPIRE when it is due for pruning.
 TILE_MERGE = """
 local expiry = ARGV[1]
 local prune_every = tonumber(ARGV[2])
 local keep = cmsgpack.unpack(ARGV[3])
 local updates = cmsgpack.unpack(ARGV[4])
+local format, tonumber, match = string.format, tonumber, string.match
+local function decimal(x)
+  local text = format('%.15g', x)
+  if tonumber(text) ~= x then text = format('%.17g', x) end
+  return text
+end
 local out = {}
 for k = 1, #KEYS do
   local key = KEYS[k]
   local newest = updates[k][1]
   local segments = updates[k][2]
-  -- One read for the fences, the prune mark and every value a min / max / last op compares with.
+  -- One read for the fences, the prune mark and every value an op adds to or compares with.
   local fields = {'_p'}
   for _, segment in ipairs(segments) do
     fields[#fields + 1] = segment[1]
     for _, op in ipairs(segment[4]) do
-      if op[1] == 'l' then fields[#fields + 1] = op[4]
-      elseif op[1] == '<' or op[1] == '>' then fields[#fields + 1] = op[2] end
+      fields[#fields + 1] = op[2]
+      if op[1] == 'l' then fields[#fields + 1] = op[4] end
     end
   end
   local read = redis.call('HMGET', key, unpack(fields))
@@ -50,23 +59,25 @@ for k = 1, #KEYS do
     if stored >= segment[3] then status = 1 elseif stored >= segment[2] then status = 2 end
     if status == 0 then
       for _, op in ipairs(segment[4]) do
-        local kind = op[1]
+        local kind, field = op[1], op[2]
         if kind == 'i' then
-          redis.call('HINCRBY', key, op[2], op[3])
+          current[field] = format('%d', (tonumber(current[field]) or 0) + op[3])
+          changed[field] = true
         elseif kind == 'f' then
-          redis.call('HINCRBYFLOAT', key, op[2], op[3])
+          current[field] = decimal((tonumber(current[field]) or 0) + op[3])
+          changed[field] = true
         elseif kind == 'l' then
           local old = current[op[4]]
           if (not old) or old < op[5] then
-            current[op[2]] = op[3]; current[op[4]] = op[5]
-            changed[op[2]] = true; changed[op[4]] = true
+            current[field] = op[3]; current[op[4]] = op[5]
+            changed[field] = true; changed[op[4]] = true
           end
         else
-          local old = current[op[2]]
+          local old = current[field]
           if (not old) or (kind == '<' and tonumber(op[3]) < tonumber(old))
               or (kind == '>' and tonumber(op[3]) > tonumber(old)) then
-            current[op[2]] = op[3]
-            changed[op[2]] = true
+            current[field] = op[3]
+            changed[field] = true
           end
         end
       end
@@ -75,24 +86,27 @@ for k = 1, #KEYS do
     end
     statuses[s] = status
   end
+  -- Old tiles go, and the expiry is renewed, each time the newest event time moves on by prune_every.
+  local prune = newest > tonumber(current['_p'] or '-1') + prune_every
+  if prune then
+    current['_p'] = newest
+    changed['_p'] = true
+  end
   local writes = {}
   for field in pairs(changed) do
     writes[#writes + 1] = field
     writes[#writes + 1] = current[field]
   end
   if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
-  -- Old tiles go, and the expiry is renewed, each time the newest event time moves on by prune_every.
-  local pruned = tonumber(current['_p'] or '-1')
-  if newest > pruned + prune_every then
+  if prune then
     local drop = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      local series, start = string.match(field, '^([^|]*|%d+)|(%-?%d+)|')
+      local series, start = match(field, '^([^|]*|%d+)|(%-?%d+)|')
       local span = series and keep[series]
       if span and tonumber(start) <= newest - span then drop[#drop + 1] = field end
       if #drop >= 4000 then redis.call('HDEL', key, unpack(drop)); drop = {} end
     end
     if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
-    redis.call('HSET', key, '_p', newest)
     redis.call('PEXPIRE', key, expiry)
   end
   out[k] = statuses

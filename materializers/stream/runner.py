@@ -4,6 +4,10 @@ Order of effects per flush: Redis state (every micro-batch) -> event-log files -
 dead letters acknowledged -> progress in Redis -> Kafka offsets committed.
 A crash anywhere replays from the recorded progress; fenced Redis writes and
 offset-named event-log files make the replay change nothing twice.
+
+One writer thread applies micro-batches to Redis in order, one at a time, while
+the main thread decodes the next: Redis's own work overlaps ours. A flush waits
+for the writer, so nothing is made durable before Redis holds it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,9 @@ from materializers.stream import metrics
 from materializers.stream.dead_letters import DeadLetters
 from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.redis_sink import RedisSink
+from materializers.stream.session_batch import SessionBatch
 from materializers.stream.source import SourcePipeline
+from materializers.stream.tile_batch import TileBatch
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,9 @@ log = logging.getLogger(__name__)
 class StreamOptions:
     group: str
     kafka_config: dict[str, Any] = field(default_factory=dict)  # bootstrap.servers, security settings
-    batch_size: int = 10_000
+    # Records per micro-batch, at most: under backlog big batches share each key's Redis update
+    # between more events; when caught up a batch holds what arrived within batch_timeout_s.
+    batch_size: int = 50_000
     batch_timeout_s: float = 0.02
     flush_interval_s: float = 2.0
     flush_events: int = 200_000
@@ -77,6 +86,9 @@ class StreamMaterializer:
         self._pending_events = 0
         self._last_flush = time.monotonic()
         self._consumer: Consumer | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
+        self._write_failed = False  # a micro-batch may be missing from Redis: never make its offsets durable
 
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -124,14 +136,21 @@ class StreamMaterializer:
                     self._update_lag(consumer)
                     last_metrics = now
         finally:
-            self.flush()
-            consumer.close()
-            self._consumer = None
+            try:
+                if not self._write_failed:
+                    self.flush()
+            finally:
+                consumer.close()
+                self._consumer = None
+                if self._writer is not None:
+                    self._writer.shutdown()
+                    self._writer = None
 
     # -- the per-batch path --------------------------------------------------------------------
     def _process(self, messages: list[Any]) -> None:
         began = time.perf_counter()
         handled = 0
+        accepted = dict.fromkeys(self.pipelines, 0)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -140,29 +159,52 @@ class StreamMaterializer:
                 log.warning("Kafka: %s", error)
                 continue
             topic = message.topic()
-            pipeline = self.pipelines[topic]
             partition, offset = message.partition(), message.offset()
-            rejected = pipeline.handle(partition, offset, message.value())
+            rejected = self.pipelines[topic].handle(partition, offset, message.value())
             if rejected is not None:
                 reason, detail = rejected
                 self.dead_letters.send(topic, partition, offset, message.key(), message.value(), reason, detail)
                 metrics.DEAD_LETTERS.labels(topic, reason).inc()
             else:
-                metrics.EVENTS.labels(topic).inc()
+                accepted[topic] += 1
             handled += 1
+        for topic, count in accepted.items():
+            metrics.EVENTS.labels(topic).inc(count)
         tiles = [b for p in self.pipelines.values() for b in p.tiles.values() if len(b)]
         sessions = [b for p in self.pipelines.values() for b in p.sessions.values() if len(b)]
-        self.sink.write(tiles, sessions)
+        newest = {p.topic: p.newest_ts for p in self.pipelines.values() if p.newest_ts}
         for pipeline in self.pipelines.values():
             pipeline.new_batch()
-            if pipeline.newest_ts:
-                metrics.FRESHNESS.labels(pipeline.topic).set(time.time() - pipeline.newest_ts / 1000)
+        self._wait_for_writer()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-writer")
+        self._writing = self._writer.submit(self._write, tiles, sessions, newest, began, handled)
         self._pending_events += handled
+
+    def _write(self, tiles: list[TileBatch], sessions: list[SessionBatch], newest: dict[str, int],
+               began: float, handled: int) -> None:
+        """The writer thread's part of a micro-batch."""
+        self.sink.write(tiles, sessions)
+        for topic, newest_ts in newest.items():
+            metrics.FRESHNESS.labels(topic).set(time.time() - newest_ts / 1000)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - began)
         metrics.BATCH_EVENTS.observe(handled)
 
+    def _wait_for_writer(self) -> None:
+        """Block until Redis holds every micro-batch handed over (re-raising the writer's error)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            try:
+                writing.result()
+            except BaseException:
+                self._write_failed = True
+                raise
+
     def flush(self, only: dict[str, set[int]] | None = None) -> None:
         """Make everything handled so far durable: event log, dead letters, progress, Kafka offsets."""
+        self._wait_for_writer()
+        if self._write_failed:
+            raise RuntimeError("a micro-batch failed to reach Redis; its offsets are not committed")
         elapsed = max(time.monotonic() - self._last_flush, 1e-6)
         metrics.EVENTS_PER_SECOND.set(self._pending_events / elapsed)
         self.dead_letters.flush()

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import StateKeys, offset_field
+from featurestream.online.keys import offset_field
 from featurestream.online.series import order_key
 from featurestream.windows import sessions
+from materializers.stream.key_cache import cached_state_keys
 
 EXPIRY_MARGIN_MS = 3_600_000
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
@@ -30,19 +31,24 @@ class SessionBatch:
         self.columns = [(a.name, a.function, a.column) for a in view.aggregations]
         self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
             + EXPIRY_MARGIN_MS
+        # Only `last` reads the order key: formatting one per event is skipped for views without it.
+        self._ordered = any(function == "last" for _, function, _ in self.columns)
         self._events: dict[tuple[Any, ...], list[tuple[int, int, int, dict[str, tuple[str, Any]]]]] = {}
-        self.key = StateKeys(project, view.name, view.join_keys)
+        self.key = cached_state_keys(project, view)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         values = {name: (function, row[column]) for name, function, column in self.columns}
-        self._events.setdefault(entity, []).append((partition, offset, ts_ms, values))
+        events = self._events.get(entity)
+        if events is None:
+            self._events[entity] = [(partition, offset, ts_ms, values)]
+        else:
+            events.append((partition, offset, ts_ms, values))
 
     def __len__(self) -> int:
         return len(self._events)
 
     def entities(self) -> list[tuple[Any, ...]]:
         return list(self._events)
-
 
     def _partitions(self, entity: tuple[Any, ...]) -> list[int]:
         return sorted({partition for partition, *_ in self._events[entity]})
@@ -59,8 +65,10 @@ class SessionBatch:
         if not fresh:
             return None
         state = sessions.decode(blob) if blob else []
+        ordered = self._ordered
         for partition, offset, ts_ms, values in fresh:
-            sessions.add_event(state, ts_ms, values, order_key(ts_ms, partition, offset), self.gap_ms)
+            key = order_key(ts_ms, partition, offset) if ordered else None
+            sessions.add_event(state, ts_ms, values, key, self.gap_ms)
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
         last_offsets: dict[int, int] = {}

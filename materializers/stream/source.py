@@ -40,6 +40,7 @@ class SourcePipeline:
         self.new_batch()
 
     def new_batch(self) -> None:
+        """Fresh view batches; the filled ones belong to whoever writes them to Redis."""
         self.tiles = {v.name: TileBatch(self.project, v) for v in self.views if not v.is_session}
         self.sessions = {v.name: SessionBatch(self.project, v) for v in self.views if v.is_session}
         # Per udf group: (entity key getter, the view batch's `add`), resolved once per batch, not per event.

@@ -15,11 +15,12 @@ import orjson
 from msgspec import msgpack
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import StateKeys, offset_field
+from featurestream.online.keys import offset_field
 from featurestream.online.series import LAST_KEY, order_key, retention_ms, series_retention_ms, view_series
+from materializers.stream.key_cache import cached_state_keys
 
 EXPIRY_MARGIN_MS = 3_600_000
-# Cell slots: count, sum, sum of squares, min, max, last value, last order key.
+# Cell slots: count, sum, sum of squares, min, max, last value, last (ts, offset): a cell holds one partition.
 N, S, Q, LO, HI, LV, LK = range(7)
 
 
@@ -50,7 +51,7 @@ class TileBatch:
         # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
-        self.key = StateKeys(project, view.name, view.join_keys)
+        self.key = cached_state_keys(project, view)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         by_partition = self.segments.get(entity)
@@ -63,16 +64,15 @@ class TileBatch:
         segment.events.append((offset, ts_ms, row))
         if ts_ms > segment.max_ts:
             segment.max_ts = ts_ms
-        _accumulate(self._plan, segment.cells, ts_ms, partition, offset, row)
+        _accumulate(self._plan, segment.cells, ts_ms, offset, row)
 
     def __len__(self) -> int:
         return len(self.segments)
 
-
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
         """One key's part of a TILE_MERGE call: [newest event time, segments]."""
         return [max(segment.max_ts for _, segment in segments), [
-            [offset_field(self.topic, partition), segment.first, segment.last, self._ops(segment.cells)]
+            [offset_field(self.topic, partition), segment.first, segment.last, self._ops(partition, segment.cells)]
             for partition, segment in segments
         ]]
 
@@ -90,11 +90,11 @@ class TileBatch:
         field = offset_field(self.topic, partition)
         for offset, ts_ms, row in segment.events:
             cells: dict[tuple[int, int], list[Any]] = {}
-            _accumulate(self._plan, cells, ts_ms, partition, offset, row)
-            fenced.append([field, offset, offset, self._ops(cells)])
+            _accumulate(self._plan, cells, ts_ms, offset, row)
+            fenced.append([field, offset, offset, self._ops(partition, cells)])
         return [segment.max_ts, fenced]
 
-    def _ops(self, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
+    def _ops(self, partition: int, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
         ops: list[list[Any]] = []
         for (index, tile), cell in cells.items():
             series = self.series[index]
@@ -103,20 +103,21 @@ class TileBatch:
                 if component == "n":
                     ops.append(["i", prefix + "n", cell[N]])
                 elif component == "s":
-                    ops.append(["f", prefix + "s", repr(float(cell[S]))])
+                    ops.append(["f", prefix + "s", float(cell[S])])
                 elif component == "q":
-                    ops.append(["f", prefix + "q", repr(float(cell[Q]))])
+                    ops.append(["f", prefix + "q", float(cell[Q])])
                 elif component == "lo" and cell[LO] is not None:
                     ops.append(["<", prefix + "lo", repr(cell[LO])])
                 elif component == "hi" and cell[HI] is not None:
                     ops.append([">", prefix + "hi", repr(cell[HI])])
                 elif component == "lv" and cell[LK] is not None:
-                    ops.append(["l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY, cell[LK]])
+                    ops.append(["l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY,
+                                order_key(cell[LK][0], partition, cell[LK][1])])
         return ops
 
 
 def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[Any]], ts_ms: int,
-                partition: int, offset: int, row: dict[str, Any]) -> None:
+                offset: int, row: dict[str, Any]) -> None:
     for index, column, slide, has_n, has_s, has_q, has_lo, has_hi, has_last in plan:
         value = row[column]
         if value is None:
@@ -136,7 +137,7 @@ def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[A
         if has_hi and (cell[HI] is None or value > cell[HI]):
             cell[HI] = value
         if has_last:
-            key = order_key(ts_ms, partition, offset)
+            key = (ts_ms, offset)  # the cell's partition is fixed: the order key is formatted once, in _ops
             if cell[LK] is None or key > cell[LK]:
                 cell[LK] = key
                 cell[LV] = value
