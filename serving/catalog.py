@@ -32,7 +32,6 @@ class ViewRead:
     fields: tuple[bytes, ...] = ()  # batch only: HMGET fields, `_ts:<view>` last
     state_key: StateKeys | None = None  # stream only
     window: WindowReader | None = None  # windowed only
-    resp: tuple[bytes, bytes] = (b"", b"")  # the command in RESP around its key: what goes before, what after
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,25 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """One Redis command per entity, answering one or more reads.
+
+    Feast keeps every batch view of an entity key in one hash, so the batch reads with
+    the same join keys become one HMGET of all their fields; each read takes its slice.
+    """
+
+    kind: Kind
+    join_keys: tuple[str, ...]
+    parts: tuple[tuple[int, int, int], ...]  # (index into plan.reads, its first reply field, end); batch only
+    read: int  # stream fetches: the one read they answer
+    resp: tuple[bytes, bytes]  # the command in RESP around its key: what goes before, what after
+    state_key: StateKeys | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     reads: tuple[ViewRead, ...]
+    fetches: tuple[Fetch, ...]
     on_demand: tuple[OnDemandRun, ...]
     outputs: tuple[Output, ...]
     join_keys: tuple[str, ...]  # every join key the reads need
@@ -123,7 +139,7 @@ class Catalog:
                           "set full_feature_names to tell them apart")
         join_keys = tuple(dict.fromkeys(k for read in reads for k in read.join_keys))
         request_fields = tuple(dict.fromkeys(f for run in runs for f in run.spec.request_fields))
-        return Plan(reads, runs, tuple(outputs), join_keys, request_fields)
+        return Plan(reads, _fetches(reads), runs, tuple(outputs), join_keys, request_fields)
 
     @staticmethod
     def _output(view: str, feature: str, source: int, column: int, full_names: bool) -> Output:
@@ -141,11 +157,28 @@ class Catalog:
         if batch is not None:
             ordered = tuple(f for f in batch.feature_names if f in features)
             fields = tuple(feature_fields(view, ordered))
-            return ViewRead(view, "batch", batch.join_keys, ordered, batch, fields, resp=around_key(b"HMGET", *fields))
+            return ViewRead(view, "batch", batch.join_keys, ordered, batch, fields)
         stream = self.specs.stream_views[view]
         ordered = tuple(f for f in stream.feature_names if f in features)
         if stream.is_session:
-            return ViewRead(view, "session", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
-                            resp=around_key(b"HGET", b"s"))
+            return ViewRead(view, "session", stream.join_keys, ordered, stream, state_key=self._state_keys[view])
         return ViewRead(view, "window", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
-                        window=WindowReader(stream, ordered), resp=around_key(b"HGETALL"))
+                        window=WindowReader(stream, ordered))
+
+
+def _fetches(reads: tuple[ViewRead, ...]) -> tuple[Fetch, ...]:
+    batch: dict[tuple[str, ...], list[int]] = {}
+    fetches = []
+    for index, read in enumerate(reads):
+        if read.kind == "batch":
+            batch.setdefault(read.join_keys, []).append(index)
+        else:
+            resp = around_key(b"HGET", b"s") if read.kind == "session" else around_key(b"HGETALL")
+            fetches.append(Fetch(read.kind, read.join_keys, (), index, resp, read.state_key))
+    for join_keys, indexes in batch.items():
+        parts, fields = [], []
+        for index in indexes:
+            parts.append((index, len(fields), len(fields) + len(reads[index].fields)))
+            fields += reads[index].fields
+        fetches.append(Fetch("batch", join_keys, tuple(parts), -1, around_key(b"HMGET", *fields)))
+    return tuple(fetches)

@@ -20,7 +20,7 @@ from typing import Any
 from featurestream.definitions import StreamViewSpec
 from featurestream.ondemand import OnDemandError, run_on_demand
 from featurestream.online.reader import session_features_at
-from serving.catalog import Catalog, Plan, ViewRead
+from serving.catalog import Catalog, Fetch, Plan, ViewRead
 from serving.errors import Invalid
 from serving.feast_layout import EPOCH, ValueDecoder, format_ms
 from serving.redis_io import RedisReader, bulk
@@ -70,27 +70,31 @@ class Retriever:
 
     async def vectors(self, catalog: Catalog, plan: Plan, cols: Columns, rows: int, t_ms: int,
                       chosen_time: bool) -> Vectors:
-        # Reads with the same join keys (all of a user's views) share the entity list and the encoded keys.
-        shared: dict[tuple[str, ...], tuple[list[Entity], list[int]]] = {}
-        feast_keys: dict[tuple[str, ...], list[bytes]] = {}
-        layouts = []
+        # Reads with the same join keys (all of a user's views) share the entity list.
+        layouts: dict[tuple[str, ...], tuple[list[Entity], list[int]]] = {}
         commands: list[bytes] = []
-        for read in plan.reads:
-            layout = shared.get(read.join_keys)
+        for fetch in plan.fetches:
+            layout = layouts.get(fetch.join_keys)
             if layout is None:
-                layout = shared[read.join_keys] = _unique_entities(read.join_keys, cols)
-            layouts.append(layout)
-            commands += _commands(catalog, read, layout[0], feast_keys)
+                layout = layouts[fetch.join_keys] = _unique_entities(fetch.join_keys, cols)
+            commands += _commands(catalog, fetch, layout[0])
         replies = await self.redis.run(b"".join(commands), len(commands))
+        answers: list[list[Any]] = [[] for _ in plan.reads]
+        offset = 0
+        for fetch in plan.fetches:
+            count = len(layouts[fetch.join_keys][0])
+            mine = replies[offset:offset + count]
+            offset += count
+            if fetch.kind != "batch":
+                answers[fetch.read] = mine
+            for index, start, stop in fetch.parts:
+                answers[index] = [reply[start:stop] for reply in mine]
         t_text = format_ms(t_ms)
         results: list[ViewResult] = []
-        offset = 0
-        for read, (entities, row_of) in zip(plan.reads, layouts):
-            answers = replies[offset:offset + len(entities)]
-            offset += len(entities)
-            per_entity = self._evaluate(read, answers, t_ms, t_text, chosen_time)
+        for read, read_answers in zip(plan.reads, answers):
+            per_entity = self._evaluate(read, read_answers, t_ms, t_text, chosen_time)
             if len(per_entity) < rows:  # some rows repeat an entity
-                per_entity = [per_entity[u] for u in row_of]
+                per_entity = [per_entity[u] for u in layouts[read.join_keys][1]]
             value_rows, statuses, stamps = zip(*per_entity)  # rows >= 1, features >= 1
             results.append(ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps)))
         for run in plan.on_demand:
@@ -148,16 +152,13 @@ def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[En
     return list(entities), row_of
 
 
-def _commands(catalog: Catalog, read: ViewRead, entities: list[Entity],
-              feast_keys: dict[tuple[str, ...], list[bytes]]) -> list[bytes]:
-    if read.kind == "batch":
-        keys = feast_keys.get(read.join_keys)
-        if keys is None:
-            keys = feast_keys[read.join_keys] = [bulk(catalog.entity_keys(read.join_keys, e)) for e in entities]
+def _commands(catalog: Catalog, fetch: Fetch, entities: list[Entity]) -> list[bytes]:
+    if fetch.kind == "batch":
+        keys = [bulk(catalog.entity_keys(fetch.join_keys, e)) for e in entities]
     else:
-        assert read.state_key is not None
-        keys = [bulk(read.state_key(e)) for e in entities]
-    before, after = read.resp
+        assert fetch.state_key is not None
+        keys = [bulk(fetch.state_key(e)) for e in entities]
+    before, after = fetch.resp
     return [before + key + after for key in keys]
 
 
