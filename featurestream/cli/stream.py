@@ -71,7 +71,7 @@ def materialize_stream(
     group: Annotated[str | None, typer.Option(help="Consumer group (default featurestream-<project>).")] = None,
     metrics_port: Annotated[int, typer.Option(envvar="FEATURESTREAM_METRICS_PORT",
                                               help="Prometheus port; 0 disables.")] = 9464,
-    batch_size: Annotated[int, typer.Option(min=1, help="Records per micro-batch at most.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Records per micro-batch at most.")] = 100_000,
     flush_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between event-log flushes and commits.")] = 2.0,
     idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (backfills).")] = None,
     connect_timeout: Annotated[float, typer.Option(help="Give up when Kafka or Redis stay unreachable this long.")] = 120.0,

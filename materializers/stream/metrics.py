@@ -11,7 +11,7 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 BATCH_EVENTS = Histogram("featurestream_stream_batch_events", "Records per micro-batch.",
-                         buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000))
+                         buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000))
 EVENTS_PER_SECOND = Gauge("featurestream_stream_events_per_second", "Records handled per second, last interval.")
 LAG = Gauge("featurestream_stream_consumer_lag", "Messages behind the partition's end.", ["topic", "partition"])
 FRESHNESS = Gauge("featurestream_stream_freshness_seconds",

@@ -43,7 +43,7 @@ class StreamOptions:
     kafka_config: dict[str, Any] = field(default_factory=dict)  # bootstrap.servers, security settings
     # Records per micro-batch, at most: under backlog big batches share each key's Redis update
     # between more events; when caught up a batch holds what arrived within batch_timeout_s.
-    batch_size: int = 50_000
+    batch_size: int = 100_000
     batch_timeout_s: float = 0.02
     flush_interval_s: float = 2.0
     flush_events: int = 200_000
