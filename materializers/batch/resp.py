@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from materializers.batch.encode import concat
 
@@ -23,8 +22,12 @@ def commands(*args: Arg) -> pa.BinaryArray:
     for arg in args:
         if isinstance(arg, bytes):
             parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+            continue
+        lengths = _lengths(arg)
+        if len(lengths) and lengths.min() == lengths.max():  # fixed width: the length is a constant
+            parts += [b"$%d\r\n" % lengths[0], arg, b"\r\n"]
         else:
-            parts += [b"$", pc.binary_length(arg).cast(pa.string()).cast(pa.binary()), b"\r\n", arg, b"\r\n"]
+            parts += [b"$", pa.array(lengths).cast(pa.string()).cast(pa.binary()), b"\r\n", arg, b"\r\n"]
     merged: list[Arg] = []
     for part in parts:
         if merged and isinstance(part, bytes) and isinstance(merged[-1], bytes):
@@ -34,9 +37,17 @@ def commands(*args: Arg) -> pa.BinaryArray:
     return concat(*merged)
 
 
+def _offsets(rows: pa.BinaryArray) -> np.ndarray:
+    return np.frombuffer(rows.buffers()[1], np.int32)[rows.offset:rows.offset + len(rows) + 1]
+
+
+def _lengths(rows: pa.BinaryArray) -> np.ndarray:
+    return np.diff(_offsets(rows))
+
+
 def wire(rows: pa.BinaryArray) -> memoryview:
     """The bytes of all rows back to back, without a copy (what the socket sends)."""
     if not len(rows):
         return memoryview(b"")
-    offsets = np.frombuffer(rows.buffers()[1], np.int32)[rows.offset:rows.offset + len(rows) + 1]
+    offsets = _offsets(rows)
     return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]

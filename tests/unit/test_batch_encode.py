@@ -96,3 +96,10 @@ def test_commands_equal_redis_pys(keys: list[bytes], field: bytes) -> None:
     assert bytes(wire(commands(b"HSET", column, field, column))) == expected
     assert bytes(wire(commands(b"HSET", column, field, column).slice(1))) == expected[
         len(b"".join(packer.pack_command("HSET", keys[0], field, keys[0]))):]
+
+
+def test_commands_of_fixed_width_columns_equal_redis_pys() -> None:
+    keys = [b"k%03d" % i for i in range(50)]
+    packer = redis.Connection()
+    expected = b"".join(b"".join(packer.pack_command("HGET", key, "_ts:v")) for key in keys)
+    assert bytes(wire(commands(b"HGET", pa.array(keys, pa.binary()), b"_ts:v"))) == expected
