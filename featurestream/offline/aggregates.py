@@ -1,36 +1,17 @@
-"""SQL for the aggregation functions, as the partials and `finalize` of featurestream.windows.aggregations.
+"""SQL for the aggregation functions' `finalize`, as in featurestream.windows.aggregations.
 
-Each aggregation becomes its components (n, s, q, lo, hi, lv) over a SQL
-window, then the same finalize arithmetic as online: `mean = s / n`, sample
-variance `(q - s*s/n) / (n - 1)` clamped at 0, sums of an empty window 0,
-`last` the value with the greatest (event time, partition, offset).
+Each aggregation's components (n, s, q, lo, hi, lv; computed per training row
+by featurestream.offline.frames) become the feature with the same finalize
+arithmetic as online: `mean = s / n`, sample variance `(q - s*s/n) / (n - 1)`
+clamped at 0, sums of an empty window 0, `last` the value with the greatest
+(event time, partition, offset).
 """
 
 from __future__ import annotations
 
-from featurestream.definitions import AggregationSpec
-from featurestream.offline.engine import ident
-from featurestream.offline.events import SEQ
-from featurestream.windows.aggregations import COMPONENTS
-
-_COMPONENT_SQL = {
-    "n": "count({c})",
-    "s": "sum({c})",
-    "q": "sum({c}::DOUBLE * {c}::DOUBLE)",
-    "lo": "min({c})",
-    "hi": "max({c})",
-    "lv": f"arg_max({{c}}, {SEQ})",
-}
 # Feast type names -> DuckDB types, so the training set has the declared types.
 FEAST_SQL_TYPES = {"Int64": "BIGINT", "Int32": "INTEGER", "Float64": "DOUBLE", "Float32": "FLOAT",
                    "String": "VARCHAR", "Bool": "BOOLEAN", "UnixTimestamp": "TIMESTAMPTZ", "Bytes": "BLOB"}
-
-
-def component_columns(agg: AggregationSpec, prefix: str, window: str) -> list[str]:
-    """`<component>(column) OVER window AS prefix_<component>` for each component of the function."""
-    column = ident(agg.column)
-    return [f"{_COMPONENT_SQL[part].format(c=column)} OVER {window} AS {prefix}_{part}"
-            for part, _ in COMPONENTS[agg.function]]
 
 
 def finalize_sql(function: str, prefix: str) -> str:

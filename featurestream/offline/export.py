@@ -24,6 +24,7 @@ from featurestream.offline.engine import connect, ident, register_batch_source
 from featurestream.offline.entities import ENTITY_TABLE, ROW, EntitySource, register_entities
 from featurestream.offline.errors import OfflineError
 from featurestream.offline.events import events_table
+from featurestream.offline.frames import Events, load_events
 from featurestream.offline.ondemand import ARROW_TYPES, apply_on_demand, check_request_fields
 from featurestream.offline.plan import build_plan, internal_name, resolve_refs
 from featurestream.offline.sessions import session_features_sql
@@ -129,10 +130,17 @@ class _Export:
             name = f"events_{i}"
             events_table(self.con, name, source, group[0].udf, columns, max_t,
                          lambda done, total: self.progress("events", done, total))
-            for view in group:
+            sorted_events: dict[tuple[str, ...], Events] = {}
+            for j, view in enumerate(group):
                 wanted = self.plan.stream[view.name]
+                if view.join_keys not in sorted_events:
+                    aggregations = [a for v in group if v.join_keys == view.join_keys for a in v.aggregations
+                                    if a.name in self.plan.stream[v.name]]
+                    sorted_events[view.join_keys] = load_events(self.con, name, view.join_keys, aggregations,
+                                                                f"{name}_keys_{len(sorted_events)}")
                 build = session_features_sql if view.is_session else window_features_sql
-                yield build(view, name, wanted), [internal_name(view.name, f) for f in wanted]
+                sql = build(self.con, view, sorted_events[view.join_keys], wanted, f"{name}_view_{j}")
+                yield sql, [internal_name(view.name, f) for f in wanted]
 
     def _output_schema(self) -> pa.Schema:
         """The entity rows' columns, then the requested features under their output names, with their types."""

@@ -1,53 +1,58 @@
 """Session features at each training row's time, from the event log, with the online session semantics.
 
-Events of an entity, sorted by time, split into sessions where consecutive
-times are more than G apart. Each event carries its session's running
-features up to and including its time (peers included); an ASOF join then
-gives each training row the latest event with `ts <= t`, and the session is
-active only if `t - ts <= G`, else count 0 and the rest null.
+An entity's events, sorted by time, split into sessions where consecutive
+times are more than G apart. A training row at t looks at the latest event
+with `ts <= t`: if `t - ts <= G` its session is active and the features are
+over that session's events up to t (peers included), else count 0 and the
+rest null. The frame reductions are `featurestream.offline.frames`'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import duckdb
+import numpy as np
+import pyarrow as pa
+
 from featurestream.definitions import StreamViewSpec
-from featurestream.offline.aggregates import component_columns, finalize_sql, typed
+from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
-from featurestream.offline.entities import ENTITY_TABLE, ROW, T
-from featurestream.offline.events import SEQ, TS
+from featurestream.offline.entities import ROW
+from featurestream.offline.frames import Events, components, positions
 from featurestream.offline.plan import internal_name
 
 
-def session_features_sql(view: StreamViewSpec, events: str, features: Sequence[str]) -> str:
-    """A query giving `__row` and each wanted feature (as `view__feature`) for every entity row."""
-    gap = view.session_gap_ms
+def session_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, events: Events,
+                         features: Sequence[str], name: str) -> str:
+    """Register the rows' session state as `name`; a query giving `__row` and each wanted feature."""
+    gap = view.session_gap_ms or 0
+    end = positions(events, events.t, right=True)
+    count = len(events.ts)
+    breaks = np.ones(count, bool)
+    breaks[1:] = (events.kid[1:] != events.kid[:-1]) | (np.diff(events.ts) > gap)
+    session_first = np.maximum.accumulate(np.where(breaks, np.arange(count), 0))
+    latest = np.maximum(end - 1, 0)
+    if count:
+        active = (end > 0) & (events.kid[latest] == events.row_kid) & (events.t - events.ts[latest] <= gap)
+        first = np.where(active, session_first[latest], end)
+        first_ts, latest_ts = events.ts[first.clip(max=count - 1)], events.ts[latest]
+    else:
+        active = np.zeros(len(end), bool)
+        first, first_ts, latest_ts = end, end, end
     aggs = [a for a in view.aggregations if a.name in features]
-    keys = ", ".join(ident(k) for k in view.join_keys)
-    values = "".join(f", {ident(c)}" for c in sorted({a.column for a in aggs}))
-    not_null = " AND ".join(f"{ident(k)} IS NOT NULL" for k in view.join_keys)
-    components = "".join(f", {c}" for j, a in enumerate(aggs) for c in component_columns(a, f"a{j}", "ws"))
-    active = f"(r.{TS} IS NOT NULL AND e.{T} - r.{TS} <= {gap})"
+    columns: dict[str, pa.Array] = {ROW: pa.array(events.row), "__active": pa.array(active),
+                                    "__start": pa.array(first_ts), "__latest": pa.array(latest_ts),
+                                    "__count": pa.array(end - first)}
+    for j, agg in enumerate(aggs):
+        columns.update(components(events, agg, first, end, f"a{j}"))
+    con.register(name, pa.table(columns))
     builtins = {
-        "session_start": f"CASE WHEN {active} THEN epoch_ms(r.__start) END",
-        "session_event_count": f"CASE WHEN {active} THEN r.__count ELSE 0 END",
-        "session_duration_s": f"CASE WHEN {active} THEN (r.{TS} - r.__start) / 1000.0 END",
+        "session_start": "CASE WHEN __active THEN epoch_ms(__start) END",
+        "session_event_count": "CASE WHEN __active THEN __count ELSE 0 END",
+        "session_duration_s": "CASE WHEN __active THEN (__latest - __start) / 1000.0 END",
     }
-    finals = {a.name: f"CASE WHEN {active} THEN {finalize_sql(a.function, f'r.a{j}')} END"
-              for j, a in enumerate(aggs)}
-    outputs = ", ".join(f"{typed(expr, view.feature_types.get(name))} AS {ident(internal_name(view.name, name))}"
-                        for name, expr in {**builtins, **finals}.items() if name in features)
-    on_keys = " AND ".join(f"e.{ident(k)} = r.{ident(k)}" for k in view.join_keys)
-    return f"""
-SELECT e.{ROW}, {outputs} FROM {ENTITY_TABLE} e ASOF LEFT JOIN (
-  SELECT {keys}, {TS}, min({TS}) OVER (PARTITION BY {keys}, __sid) AS __start, count(*) OVER ws AS __count{components}
-  FROM (
-    SELECT *, sum(__brk) OVER (PARTITION BY {keys} ORDER BY {TS}, {SEQ} ROWS UNBOUNDED PRECEDING) AS __sid FROM (
-      SELECT {keys}, {TS}, {SEQ}{values},
-        CASE WHEN {TS} - lag({TS}) OVER (PARTITION BY {keys} ORDER BY {TS}, {SEQ}) > {gap} THEN 1 ELSE 0 END AS __brk
-      FROM {ident(events)} SEMI JOIN (SELECT DISTINCT {keys} FROM {ENTITY_TABLE}) q USING ({keys})
-      WHERE {not_null}
-    )
-  )
-  WINDOW ws AS (PARTITION BY {keys}, __sid ORDER BY {TS} RANGE UNBOUNDED PRECEDING)
-) r ON {on_keys} AND e.{T} >= r.{TS}"""
+    finals = {a.name: f"CASE WHEN __active THEN {finalize_sql(a.function, f'a{j}')} END" for j, a in enumerate(aggs)}
+    outputs = ", ".join(f"{typed(expr, view.feature_types.get(feature))} AS {ident(internal_name(view.name, feature))}"
+                        for feature, expr in {**builtins, **finals}.items() if feature in features)
+    return f"SELECT {ROW}, {outputs} FROM {ident(name)}"
