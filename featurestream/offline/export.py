@@ -141,6 +141,7 @@ class _Export:
                 build = session_features_sql if view.is_session else window_features_sql
                 sql = build(self.con, view, sorted_events[view.join_keys], wanted, f"{name}_view_{j}")
                 yield sql, [internal_name(view.name, f) for f in wanted]
+            self.con.execute(f"DROP TABLE {ident(name)}")  # the views' results are stored: free its memory
 
     def _output_schema(self) -> pa.Schema:
         """The entity rows' columns, then the requested features under their output names, with their types."""

@@ -121,6 +121,16 @@ def components(ev: Events, agg: AggregationSpec, start: np.ndarray, end: np.ndar
     return out
 
 
+def store(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, pa.Array]) -> None:
+    """Copy per-row results into DuckDB temp table `name`: under its memory limit, spilled if need be,
+    instead of Python's heap for as long as the export runs."""
+    con.register(f"{name}_arrow", pa.table(columns))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT * FROM {ident(name + '_arrow')}")
+    finally:
+        con.unregister(f"{name}_arrow")
+
+
 def _numbers(column: pa.Array, agg: AggregationSpec, valid: np.ndarray) -> np.ndarray:
     """The column as int64 or float64, nulls as 0 (they are masked or add nothing)."""
     kind = column.type

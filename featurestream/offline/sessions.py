@@ -19,13 +19,13 @@ from featurestream.definitions import StreamViewSpec
 from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
 from featurestream.offline.entities import ROW
-from featurestream.offline.frames import Events, components, positions
+from featurestream.offline.frames import Events, components, positions, store
 from featurestream.offline.plan import internal_name
 
 
 def session_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, events: Events,
                          features: Sequence[str], name: str) -> str:
-    """Register the rows' session state as `name`; a query giving `__row` and each wanted feature."""
+    """Store the rows' session state as table `name`; a query giving `__row` and each wanted feature."""
     gap = view.session_gap_ms or 0
     end = positions(events, events.t, right=True)
     count = len(events.ts)
@@ -46,7 +46,7 @@ def session_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, e
                                     "__count": pa.array(end - first)}
     for j, agg in enumerate(aggs):
         columns.update(components(events, agg, first, end, f"a{j}"))
-    con.register(name, pa.table(columns))
+    store(con, name, columns)
     builtins = {
         "session_start": "CASE WHEN __active THEN epoch_ms(__start) END",
         "session_event_count": "CASE WHEN __active THEN __count ELSE 0 END",

@@ -18,13 +18,13 @@ from featurestream.definitions import StreamViewSpec
 from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
 from featurestream.offline.entities import ROW
-from featurestream.offline.frames import Events, components, positions
+from featurestream.offline.frames import Events, components, positions, store
 from featurestream.offline.plan import internal_name
 
 
 def window_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, events: Events,
                         features: Sequence[str], name: str) -> str:
-    """Register the rows' components as `name`; a query giving `__row` and each wanted feature (`view__feature`)."""
+    """Store the rows' components as table `name`; a query giving `__row` and each wanted feature (`view__feature`)."""
     aggs = [a for a in view.aggregations if a.name in features]
     end = positions(events, events.t, right=True)
     starts: dict[tuple[int, int], np.ndarray] = {}
@@ -35,7 +35,7 @@ def window_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, ev
             lower = events.t - np.mod(events.t, slide) - window + slide
             starts[window, slide] = positions(events, lower, right=False)
         columns.update(components(events, agg, starts[window, slide], end, f"a{j}"))
-    con.register(name, pa.table(columns))
+    store(con, name, columns)
     finals = [f"{typed(finalize_sql(a.function, f'a{j}'), view.feature_types.get(a.name))} "
               f"AS {ident(internal_name(view.name, a.name))}" for j, a in enumerate(aggs)]
     return f"SELECT {ROW}, {', '.join(finals)} FROM {ident(name)}"
