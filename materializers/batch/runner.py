@@ -22,7 +22,7 @@ from materializers.batch.encode import entity_keys, timestamps, value_protos
 from materializers.batch.progress import Done, last_done, record_done
 from materializers.batch.redis_writer import FeastLayoutWriter
 
-READ_BATCH_ROWS = 25_000
+READ_BATCH_ROWS = 25_000  # small enough that Redis answers one batch while the next is encoded
 # progress(view, rows done, rows total)
 Progress = Callable[[str, int, int], None]
 

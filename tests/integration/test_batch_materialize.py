@@ -7,11 +7,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
 
 from featurestream.definitions import load_repo
+from materializers.batch.encode import timestamps
 from materializers.batch.progress import last_done, progress_key
+from materializers.batch.redis_writer import FeastLayoutWriter
 from materializers.batch.runner import materialize
 from tests.conftest import run_cli
 from tests.integration.test_export_batch import shared_demo_repo
@@ -111,3 +115,29 @@ def test_bad_arguments_are_clear(repo: tuple[Path, str]) -> None:
     assert result.returncode != 0 and "is not an ISO" in " ".join(result.stderr.split())
     with pytest.raises(ValueError, match="unknown batch feature view 'nope'"):
         materialize(load_repo(repo[0]), repo[0], redis.Redis(db=REDIS_DB), ["nope"], 0, None)
+
+
+def test_writer_sets_expiry_keeps_newer_rows_and_raises_redis_errors() -> None:
+    client = redis.Redis(db=REDIS_DB)
+    keys = [b"fs-writer-test:%d" % i for i in range(3)]
+    client.delete(*keys)
+    ts_field, fields = b"_ts:v", [b"f1"]
+
+    def write(nanos: list[int], values: list[bytes], expiry: int | None) -> int:
+        stamps, totals = timestamps(pa.array(nanos, pa.timestamp("ns", tz="UTC")))
+        with FeastLayoutWriter(client, ts_field, fields, expiry) as writer:
+            return writer.write(pa.array(keys, pa.binary()), stamps, np.asarray(totals), [pa.array(values, pa.binary())])
+
+    try:
+        assert write([10**18, 10**18, 10**18], [b"a", b"b", b"c"], 3600) == 3
+        assert all(0 < client.ttl(key) <= 3600 for key in keys)
+        # Same time or older: kept; newer: replaced (Feast's rule).
+        assert write([10**18, 10**18 - 1, 10**18 + 1], [b"x", b"y", b"z"], None) == 1
+        assert [client.hget(key, b"f1") for key in keys] == [b"a", b"b", b"z"]
+        client.delete(keys[0])
+        client.set(keys[0], b"not a hash")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            write([2 * 10**18] * 3, [b"p", b"q", b"r"], None)
+        assert client.ping()  # the pool is usable after the failed write
+    finally:
+        client.delete(*keys)
