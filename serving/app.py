@@ -125,7 +125,8 @@ def _dumps(payload: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-Work = Callable[[bytes], Awaitable[Any]]
+Work = Callable[[bytes], Awaitable[Any]]  # a route's own work: request body -> response payload
+Answer = Callable[[Scope, bytes], Awaitable[tuple[int, bytes]]]  # a whole route: (status, JSON bytes)
 
 
 class ServingApp(FastAPI):
@@ -137,7 +138,7 @@ class ServingApp(FastAPI):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        self.hot: dict[str, Callable[[Scope, bytes], Awaitable[tuple[int, bytes]]]] = {}
+        self.hot: dict[str, Answer] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = self.hot.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -182,7 +183,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app = ServingApp(title="featurestream serving API", lifespan=lifespan, version="0.1.0")
     app.state.serving = state
 
-    def route(path: str, work: Work) -> Callable[[Scope, bytes], Awaitable[tuple[int, bytes]]]:
+    def route(path: str, work: Work) -> Answer:
         latency = metrics.REQUEST_SECONDS.labels(path)
 
         async def answer(scope: Scope, body: bytes) -> tuple[int, bytes]:

@@ -166,7 +166,8 @@ def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> lis
     reader = read.window
     assert reader is not None
     windows = reader.windows(t_ms)
-    oldest_present = t_ms - reader.ttl_ms if reader.ttl_ms else None
+    ttl_ms = read.spec.ttl_ms
+    oldest_present = t_ms - ttl_ms if ttl_ms else None
     out = []
     for answer in answers:
         values, newest_end = reader.evaluate(answer, windows, t_ms)

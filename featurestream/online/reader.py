@@ -42,7 +42,6 @@ class WindowReader:
         ordered = [by_name[f] for f in features] if features is not None else list(view.aggregations)
         self.series = sorted({(a.column, a.slide_ms or 0) for a in view.aggregations})
         index = {series: i for i, series in enumerate(self.series)}
-        self.ttl_ms = view.ttl_ms
         self._aggs = [(a.function, index[(a.column, a.slide_ms or 0)], a.window_ms or 0, a.slide_ms or 0)
                       for a in ordered]
         self._empty = [window_value(a.function, ()) for a in ordered]
