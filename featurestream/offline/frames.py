@@ -12,6 +12,7 @@ squares, min and max with `ufunc.reduceat` (summed in event order, like SQL),
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ class Events:
     row: np.ndarray       # training rows (sorted by entity id, then time): __row
     row_kid: np.ndarray   # their entity id, -1 when a key is null
     t: np.ndarray         # their time (ms)
+
+    @functools.cached_property
+    def end(self) -> np.ndarray:
+        """Per training row, the end of its events at or before t: shared by the views of these events."""
+        return positions(self, self.t, right=True)
 
 
 def load_events(con: duckdb.DuckDBPyConnection, events: str, keys: Sequence[str],

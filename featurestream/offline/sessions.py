@@ -19,7 +19,7 @@ from featurestream.definitions import StreamViewSpec
 from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
 from featurestream.offline.entities import ROW
-from featurestream.offline.frames import Events, components, positions, store
+from featurestream.offline.frames import Events, components, store
 from featurestream.offline.plan import internal_name
 
 
@@ -27,7 +27,7 @@ def session_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, e
                          features: Sequence[str], name: str) -> str:
     """Store the rows' session state as table `name`; a query giving `__row` and each wanted feature."""
     gap = view.session_gap_ms or 0
-    end = positions(events, events.t, right=True)
+    end = events.end
     count = len(events.ts)
     breaks = np.ones(count, bool)
     breaks[1:] = (events.kid[1:] != events.kid[:-1]) | (np.diff(events.ts) > gap)

@@ -26,7 +26,7 @@ def window_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, ev
                         features: Sequence[str], name: str) -> str:
     """Store the rows' components as table `name`; a query giving `__row` and each wanted feature (`view__feature`)."""
     aggs = [a for a in view.aggregations if a.name in features]
-    end = positions(events, events.t, right=True)
+    end = events.end
     starts: dict[tuple[int, int], np.ndarray] = {}
     columns: dict[str, pa.Array] = {ROW: pa.array(events.row)}
     for j, agg in enumerate(aggs):
