@@ -35,3 +35,8 @@ def log_files(directory: Path, topic: str | None = None) -> list[LogFile]:
             found.append(LogFile(path, match["topic"], int(match["partition"]), int(match["first"]),
                                  int(match["last"])))
     return sorted(found, key=lambda f: (f.topic, f.partition, f.first))
+
+
+def log_paths(directory: Path) -> list[Path]:
+    """The paths of `log_files(directory)`, in the same order."""
+    return [file.path for file in log_files(directory)]

@@ -13,7 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaException, Producer
 
-from featurestream.event_log_files import log_files
+from featurestream.event_log_files import log_paths
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,9 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
                 yield record
 
 
-def event_log_files(directory: Path) -> list[Path]:
-    return [file.path for file in log_files(directory)]
-
-
 def iter_event_log(directory: Path, timestamp_field: str) -> Iterator[bytes]:
     """The event log's events as JSON again, in (file, offset) order, without the bookkeeping columns."""
-    for path in event_log_files(directory):
+    for path in log_paths(directory):
         table = pq.read_table(path)
         columns = [c for c in table.column_names if not c.startswith("_")]
         for row in table.select(columns).to_pylist():

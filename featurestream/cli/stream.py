@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from featurestream.cli.common import console, err_console, fail, friendly_errors, settings
 from featurestream.config import Settings, kafka_client_config
 from featurestream.definitions import RepoSpecs, StreamViewSpec, load_repo
-from featurestream.replay import count_lines, event_log_files, iter_event_log, iter_jsonl, replay
+from featurestream.event_log_files import log_paths
+from featurestream.replay import count_lines, iter_event_log, iter_jsonl, replay
 
 materialize_app = typer.Typer(help="Run the materializers that write features into Redis.", no_args_is_help=True)
 
@@ -132,11 +133,11 @@ def replay_command(
         origin = str(file)
     else:
         directory = Path(spec.event_log_path or "")
-        if not event_log_files(directory):
+        if not log_paths(directory):
             raise fail(f"the event log {directory} holds no Parquet files yet")
         import pyarrow.parquet as pq
 
-        total = sum(pq.read_metadata(p).num_rows for p in event_log_files(directory))
+        total = sum(pq.read_metadata(p).num_rows for p in log_paths(directory))
         records, origin = iter_event_log(directory, spec.timestamp_field), str(directory)
     target = topic or spec.topic
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

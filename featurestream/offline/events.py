@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestream.definitions import StreamSourceSpec
-from featurestream.event_log_files import log_files
+from featurestream.event_log_files import log_paths
 from featurestream.offline.engine import SQL_TYPES, ident, quote
 from featurestream.offline.errors import OfflineError
 
@@ -49,7 +49,7 @@ def event_log_files(source: StreamSourceSpec) -> list[Path]:
     """The source's event-log files (none when it has no log yet)."""
     if not source.event_log_path:
         return []
-    return [file.path for file in log_files(Path(source.event_log_path))]
+    return log_paths(Path(source.event_log_path))
 
 
 def events_table(con: duckdb.DuckDBPyConnection, name: str, source: StreamSourceSpec, udf: Udf | None,
