@@ -18,6 +18,7 @@ from featurestream.config import Settings, kafka_client_config
 from featurestream.definitions import RepoSpecs
 from featurestream.demo.background import Background, DemoError
 from featurestream.replay import ReplaySummary, count_lines, iter_jsonl, replay
+from materializers.stream.rebuild import delete_matching
 
 
 def reset(config: Settings, specs: RepoSpecs) -> None:
@@ -29,10 +30,7 @@ def reset(config: Settings, specs: RepoSpecs) -> None:
     for future in (admin.delete_topics(doomed).values() if doomed else ()):
         future.result(30)
     client = redis.Redis.from_url(config.redis_url)
-    pipe = client.pipeline(transaction=False)
-    for key in client.scan_iter(f"fs:{specs.project}:*", count=1000):
-        pipe.unlink(key)
-    pipe.execute()
+    delete_matching(client, f"fs:{specs.project}:*")
     for view in specs.stream_views.values():
         if view.source.event_log_path:
             shutil.rmtree(view.source.event_log_path, ignore_errors=True)

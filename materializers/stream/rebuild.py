@@ -29,7 +29,7 @@ from featurestream.event_log_files import LogFile, log_files
 from featurestream.online.keys import view_key_pattern
 from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.redis_sink import RedisSink
-from materializers.stream.source import SourcePipeline
+from materializers.stream.source import SourcePipeline, views_by_topic
 
 BATCH_EVENTS = 20_000
 DELETE_CHUNK = 1_000
@@ -54,17 +54,14 @@ def rebuild(project: str, views: list[StreamViewSpec], client: redis.Redis, grou
     began = time.monotonic()
     _refuse_while_consuming(group, kafka_config)
     summary = RebuildSummary()
-    by_topic: dict[str, list[StreamViewSpec]] = {}
-    for view in views:
-        by_topic.setdefault(view.source.topic, []).append(view)
     plans = []
-    for topic, topic_views in by_topic.items():
+    for topic, topic_views in views_by_topic(views).items():
         source = topic_views[0].source
         if not source.event_log_path:
             raise RebuildError(f"source {source.name!r} has no event log (batch_source) to rebuild {topic} from")
         plans.append((topic, topic_views, _checked_files(Path(source.event_log_path), topic)))
     for view in views:
-        summary.keys_deleted += _delete_state(client, project, view.name)
+        summary.keys_deleted += delete_matching(client, view_key_pattern(project, view.name))
     sink = RedisSink(client)
     store = ProgressStore(client, project, group)
     for topic, topic_views, files in plans:
@@ -80,11 +77,11 @@ def rebuild(project: str, views: list[StreamViewSpec], client: redis.Redis, grou
             pending += len(rows)
             summary.events += len(rows)
             if pending >= BATCH_EVENTS:
-                _write(sink, pipeline)
+                sink.write(*pipeline.take_batches())
                 pending = 0
             if progress is not None:
                 progress(summary.events)
-        _write(sink, pipeline)
+        sink.write(*pipeline.take_batches())
         for partition, next_offset in _committed(group, kafka_config, topic).items():
             state = pipeline.partitions.setdefault(partition, PartitionProgress())
             state.offset = max(state.offset, next_offset - 1)
@@ -128,15 +125,11 @@ def _read_interleaved(files: list[LogFile], timestamp_field: str
             yield partition, table["_offset"].to_pylist(), table.select(columns).to_pylist(), stamps
 
 
-def _write(sink: RedisSink, pipeline: SourcePipeline) -> None:
-    sink.write([b for b in pipeline.tiles.values() if len(b)], [b for b in pipeline.sessions.values() if len(b)])
-    pipeline.new_batch()
-
-
-def _delete_state(client: redis.Redis, project: str, view: str) -> int:
+def delete_matching(client: redis.Redis, pattern: str) -> int:
+    """Unlink every key matching a SCAN pattern, a chunk at a time; how many there were."""
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=view_key_pattern(project, view), count=DELETE_CHUNK):
+    for key in client.scan_iter(match=pattern, count=DELETE_CHUNK):
         batch.append(key)
         if len(batch) >= DELETE_CHUNK:
             deleted += _unlink(client, batch)

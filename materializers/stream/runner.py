@@ -31,7 +31,7 @@ from materializers.stream.dead_letters import DeadLetters
 from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.redis_sink import RedisSink
 from materializers.stream.session_batch import SessionBatch
-from materializers.stream.source import SourcePipeline
+from materializers.stream.source import SourcePipeline, views_by_topic
 from materializers.stream.tile_batch import TileBatch
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,8 @@ class StreamMaterializer:
             raise ValueError("no stream feature view to materialize")
         self.options = options
         self.client = client
-        by_topic: dict[str, list[StreamViewSpec]] = {}
-        for view in views:
-            by_topic.setdefault(view.source.topic, []).append(view)
         self.pipelines: dict[str, SourcePipeline] = {}
-        for topic, topic_views in by_topic.items():
+        for topic, topic_views in views_by_topic(views).items():
             source = topic_views[0].source
             log_dir = None
             if options.event_log and source.event_log_path:
@@ -170,11 +167,13 @@ class StreamMaterializer:
             handled += 1
         for topic, count in accepted.items():
             metrics.EVENTS.labels(topic).inc(count)
-        tiles = [b for p in self.pipelines.values() for b in p.tiles.values() if len(b)]
-        sessions = [b for p in self.pipelines.values() for b in p.sessions.values() if len(b)]
         newest = {p.topic: p.newest_ts for p in self.pipelines.values() if p.newest_ts}
+        tiles: list[TileBatch] = []
+        sessions: list[SessionBatch] = []
         for pipeline in self.pipelines.values():
-            pipeline.new_batch()
+            filled_tiles, filled_sessions = pipeline.take_batches()
+            tiles += filled_tiles
+            sessions += filled_sessions
         self._wait_for_writer()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-writer")

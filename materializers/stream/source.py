@@ -49,6 +49,12 @@ class SourcePipeline:
             for _, views in self._udf_groups
         ]
 
+    def take_batches(self) -> tuple[list[TileBatch], list[SessionBatch]]:
+        """The micro-batch's non-empty view batches, handed over; the pipeline starts a new micro-batch."""
+        filled = [b for b in self.tiles.values() if len(b)], [b for b in self.sessions.values() if len(b)]
+        self.new_batch()
+        return filled
+
     def handle(self, partition: int, offset: int, value: bytes | None) -> tuple[str, str] | None:
         """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered."""
         progress = self.partitions.get(partition)
@@ -83,6 +89,14 @@ class SourcePipeline:
             for entity_of, add in sinks:
                 add(entity_of(out), partition, offset, ts_ms, out)
         return None
+
+
+def views_by_topic(views: list[StreamViewSpec]) -> dict[str, list[StreamViewSpec]]:
+    """The views grouped by their source's topic: one pipeline per topic."""
+    by_topic: dict[str, list[StreamViewSpec]] = {}
+    for view in views:
+        by_topic.setdefault(view.source.topic, []).append(view)
+    return by_topic
 
 
 def _key_getter(join_keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
