@@ -70,6 +70,15 @@ def varints(values: np.ndarray, prefix: bytes = b"", omit_zero: bool = False) ->
     return binary_rows(rows[np.arange(head + width) < lengths[:, None]], lengths)
 
 
+def prefixed_rows(prefix: bytes, numbers: np.ndarray) -> pa.BinaryArray:
+    """Per number, `prefix` then the number's own bytes (fixed width, the array's byte order)."""
+    width = numbers.itemsize
+    rows = np.empty((len(numbers), len(prefix) + width), np.uint8)
+    rows[:, :len(prefix)] = np.frombuffer(prefix, np.uint8)
+    rows[:, len(prefix):] = numbers.view(np.uint8).reshape(len(numbers), width)
+    return fixed_rows(rows)
+
+
 def value_protos(column: pa.Array | pa.ChunkedArray, feast_type: str) -> pa.BinaryArray:
     """Serialized ValueProto of every value (b"" for nulls and NaN, as Feast writes an empty Value)."""
     if isinstance(column, pa.ChunkedArray):
@@ -78,16 +87,9 @@ def value_protos(column: pa.Array | pa.ChunkedArray, feast_type: str) -> pa.Bina
         out = varints(column.fill_null(0).to_numpy(), bytes([_VARINT_TAGS[feast_type]]))
     elif feast_type in _FIXED and (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
         tag, dtype = _FIXED[feast_type]
-        numbers = column.fill_null(0).to_numpy().astype(dtype)
-        rows = np.empty((len(numbers), 1 + numbers.itemsize), np.uint8)
-        rows[:, 0] = tag
-        rows[:, 1:] = numbers.view(np.uint8).reshape(len(numbers), numbers.itemsize)
-        out = fixed_rows(rows)
+        out = prefixed_rows(bytes([tag]), column.fill_null(0).to_numpy().astype(dtype))
     elif feast_type == "Bool" and pa.types.is_boolean(column.type):
-        rows = np.empty((len(column), 2), np.uint8)
-        rows[:, 0] = _TAG_BOOL
-        rows[:, 1] = column.fill_null(False).to_numpy(zero_copy_only=False)
-        out = fixed_rows(rows)
+        out = prefixed_rows(bytes([_TAG_BOOL]), column.fill_null(False).to_numpy(zero_copy_only=False))
     elif feast_type == "String" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         text = column.cast(pa.binary()).fill_null(b"")
         out = concat(varints(pc.binary_length(text).to_numpy(), bytes([_TAG_STRING])), text)
@@ -124,14 +126,11 @@ def _key_values(column: pa.Array | pa.ChunkedArray) -> pa.BinaryArray:
     if pa.types.is_integer(column.type):
         kind, dtype = (_KEY_INT32, "<i4") if column.type == pa.int32() else (_KEY_INT64, "<i8")
         numbers = column.to_numpy().astype(dtype)
-        rows = np.empty((len(numbers), 8 + numbers.itemsize), np.uint8)
-        rows[:, :8] = np.frombuffer(struct.pack("<II", kind, numbers.itemsize), np.uint8)
-        rows[:, 8:] = numbers.view(np.uint8).reshape(len(numbers), numbers.itemsize)
-        return fixed_rows(rows)
+        return prefixed_rows(struct.pack("<II", kind, numbers.itemsize), numbers)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = column.cast(pa.binary())
         lengths = pc.binary_length(text).to_numpy().astype("<u4")
-        return concat(struct.pack("<I", _KEY_STRING), fixed_rows(lengths.view(np.uint8).reshape(-1, 4)), text)
+        return concat(prefixed_rows(struct.pack("<I", _KEY_STRING), lengths), text)
     raise ValueError(f"entity key columns must be int32, int64 or string, not {column.type}")
 
 
