@@ -105,12 +105,13 @@ def _story(step: _Steps, config: Settings, options: DemoOptions, summary: dict[s
     replayed, stats = replay_live(console, config, generated.events_path, source.topic, "user_id", materializer,
                                   METRICS_PORT)
     applied = int(stats.get("featurestream_stream_events_total", 0))
+    letters = dead_letters(stats)
     console.print(f"replayed {replayed.produced:,} records in {replayed.seconds:.1f} s; applied {applied:,}, "
-                  f"dead letters {dead_letters(stats)}; materializer log {materializer.log_path}; "
+                  f"dead letters {letters}; materializer log {materializer.log_path}; "
                   f"event log {source.event_log_path}")
     summary["events replayed"] = replayed.produced
     summary["events applied"] = applied
-    summary["dead letters"] = dead_letters(stats)
+    summary["dead letters"] = letters
 
     step("labelled training set (point in time, from the event log)")
     from featurestream.offline.export import export
