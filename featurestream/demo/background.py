@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from featurestream.services.process import wait_until
 
 
 class DemoError(RuntimeError):
@@ -32,17 +33,16 @@ class Background:
 
     def wait_http(self, url: str, timeout_s: float) -> None:
         """Until `url` answers 200: the process is up and ready."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise DemoError(f"the {self.name} did not answer {url} within {timeout_s:.0f} s; see {self.log_path}")
+        if not wait_until(lambda: self._answers(url), timeout_s, 0.2):
+            raise DemoError(f"the {self.name} did not answer {url} within {timeout_s:.0f} s; see {self.log_path}")
+
+    def _answers(self, url: str) -> bool:
+        self.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def stop(self, timeout_s: float = 60) -> int:
         if self.process.poll() is None:
