@@ -15,6 +15,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from featurestream.event_log_files import log_paths
+
 LABEL = "purchased_within_10m"
 HORIZON_MINUTES = 10
 TEST_FRACTION = 0.25
@@ -41,7 +43,7 @@ def labelled_rows(event_log_dir: Path, rows: int, seed: int = 42) -> pa.Table:
         ORDER BY event_timestamp, user_id, item_id
     """
     with duckdb.connect() as con:
-        return con.sql(query, params={"files": str(event_log_dir / "*.parquet")}).to_arrow_table()
+        return con.sql(query, params={"files": [str(path) for path in log_paths(event_log_dir)]}).to_arrow_table()
 
 
 @dataclass
