@@ -8,34 +8,27 @@ Run with `make bench` or `.venv/bin/python -m bench.bench_batch [--feast-view VI
 from __future__ import annotations
 
 import argparse
-import re
 import time
 import warnings
 from datetime import UTC, datetime
-from pathlib import Path
 
 import redis
 
 from bench.bench_export import DAY_MS, END_MS, USER_DAYS, bench_data, bench_repo
 from bench.common import machine, ready_settings
 from featurestream.definitions import load_repo
+from materializers.batch.progress import progress_key
 from materializers.batch.runner import materialize
+from materializers.stream.rebuild import delete_matching
 
 REDIS_DB = 7
 
 
-def point_at_db(repo: Path, db: int) -> None:
-    config = repo / "feature_store.yaml"
-    config.write_text(re.sub(r"connection_string: .*", f'connection_string: "127.0.0.1:6379,db={db}"',
-                             config.read_text()))
-
-
 def clear(client: redis.Redis, project: str) -> int:
-    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
-    for i in range(0, len(keys), 10_000):
-        client.delete(*keys[i:i + 10_000])
-    client.delete(f"fs:{project}:_batch_materialized")
-    return len(keys)
+    """Remove the project's Feast keys (they end with its name) and its materialization record; how many keys."""
+    deleted = delete_matching(client, f"*{project}")
+    client.delete(progress_key(project))
+    return deleted
 
 
 def redis_cpu_s(client: redis.Redis) -> float:
@@ -68,8 +61,7 @@ def main() -> None:
     ready_settings()
     print(f"batch materialization benchmark on {machine()}")
     data, _ = bench_data([])
-    repo = bench_repo(data)
-    point_at_db(repo, REDIS_DB)
+    repo = bench_repo(data, f"127.0.0.1:6379,db={REDIS_DB}")
     specs = load_repo(repo)
     client = redis.Redis(db=REDIS_DB)
     start_ms, end_ms = END_MS - USER_DAYS * DAY_MS, END_MS

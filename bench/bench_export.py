@@ -134,9 +134,9 @@ def bench_data(sizes: list[int]) -> tuple[Path, list[Path]]:
     return out, [entity_rows(size, out) for size in sizes]
 
 
-def bench_repo(data: Path) -> Path:
+def bench_repo(data: Path, connection_string: str | None = None) -> Path:
     """The demo repo, applied under a private project, its data/ pointing at the benchmark data."""
-    repo, _ = applied_repo_copy("clicks")
+    repo, _ = applied_repo_copy("clicks", connection_string=connection_string)
     (repo / "data").mkdir(exist_ok=True)
     for name in ("user_profile.parquet", "item_stats.parquet", "event_log"):
         (repo / "data" / name).symlink_to(data / name)

@@ -30,6 +30,7 @@ from bench.common import applied_repo_copy, machine, new_topic, percentile, read
 from bench.loadgen import LoadResult, http_post, load
 from featurestream.config import Settings, kafka_client_config
 from featurestream.definitions import load_repo
+from materializers.stream.rebuild import delete_matching
 
 DB = 10  # a private Redis database; the run removes its own project's keys at the end
 VIEWS, FEATURES = 5, 10
@@ -208,15 +209,8 @@ def main() -> None:
 
 
 def cleanup(client: redis.Redis, project: str) -> None:
-    for pattern in (f"fs:{project}:*", f"*{project}"):
-        batch = []
-        for key in client.scan_iter(match=pattern, count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
+    for pattern in (f"fs:{project}:*", f"*{project}"):  # stream state, then Feast's keys (they end with the project)
+        delete_matching(client, pattern)
 
 
 if __name__ == "__main__":
