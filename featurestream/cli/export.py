@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeE
 
 from featurestream.cli.common import console, fail, friendly_errors, settings
 
-STAGES = {"events": "event-log files through the udf", "join": "joining (DuckDB, % done)", "write": "writing rows"}
+STAGES = {"events": "event-log files through the udf", "join": "entity rows joined"}
 
 
 @friendly_errors

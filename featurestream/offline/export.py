@@ -1,37 +1,41 @@
 """Training export: entity rows in, point-in-time-correct features out, as Arrow or Parquet.
 
-One DuckDB query joins everything (batch views by ASOF join, windowed and
-session views from the event log) in the entity rows' order; its result is
-streamed a record batch at a time through the on-demand views, so memory stays
-bounded and DuckDB spills what does not fit.
+DuckDB reads and sorts the inputs once: the batch views' rows and the views'
+events, of the requested entities only. The entity rows then go through in
+chunks, in their own order: per chunk and set of join keys, the rows sorted by
+(entity, time) are placed among those sorted inputs by binary search
+(featurestream.offline.frames), features are gathered or reduced there, and put
+back into the rows' order. No join or sort ever spans all entity rows, and
+memory is bounded by the chunk size and the inputs of the requested entities.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestream.definitions import RepoSpecs, StreamViewSpec, load_repo
-from featurestream.offline.batch_join import batch_joins
+from featurestream.offline.batch_join import BatchRows, batch_features, load_batch_rows
 from featurestream.offline.engine import connect, ident, register_batch_source
-from featurestream.offline.entities import ENTITY_TABLE, ROW, EntitySource, register_entities
+from featurestream.offline.entities import ENTITY_TABLE, ROW, T, EntitySource, register_entities
 from featurestream.offline.errors import OfflineError
 from featurestream.offline.events import events_table
-from featurestream.offline.frames import Events, load_events
-from featurestream.offline.ondemand import ARROW_TYPES, apply_on_demand, check_request_fields
+from featurestream.offline.frames import KID, POS, Events, Rows, ints, load_events, number_entities, sort_rows
+from featurestream.offline.ondemand import apply_on_demand, check_request_fields
 from featurestream.offline.plan import build_plan, internal_name, resolve_refs
-from featurestream.offline.sessions import session_features_sql
-from featurestream.offline.windows import window_features_sql
+from featurestream.offline.sessions import session_features
+from featurestream.offline.windows import window_features
 
-OUTPUT_BATCH_ROWS = 100_000
-# progress(stage, done, total): stages "events" (udf over the event log), "join" (percent), "write" (rows).
+CHUNK_ROWS = 2_000_000
+# progress(stage, done, total): stages "events" (udf over the event log files), "join" (entity rows).
 Progress = Callable[[str, int, int], None]
 
 
@@ -40,6 +44,14 @@ class ExportSummary:
     rows: int
     columns: tuple[str, ...]
     seconds: float
+
+
+@dataclass(frozen=True)
+class _StreamGroup:
+    """Views reading the same events (source, udf and join keys), and the features wanted of each."""
+
+    events: Events
+    views: tuple[tuple[StreamViewSpec, tuple[str, ...]], ...]
 
 
 def export(repo: Path | str | RepoSpecs, entities: EntitySource, features: Sequence[str] | None = None,
@@ -58,30 +70,48 @@ def export(repo: Path | str | RepoSpecs, entities: EntitySource, features: Seque
     the event log; on-demand features: the serving API's call. Raises OfflineError on bad input.
     """
     with _Export(repo, entities, features, feature_service, full_feature_names, timestamp_column, progress) as job:
-        batches = list(job.batches())
-        return pa.Table.from_batches(batches, schema=job.schema) if batches else job.schema.empty_table()
+        return pa.concat_tables(list(job.tables()))
 
 
 def export_to_parquet(repo: Path | str | RepoSpecs, entities: EntitySource, out: Path,
                       features: Sequence[str] | None = None, feature_service: str | None = None,
                       full_feature_names: bool = False, timestamp_column: str | None = None,
                       progress: Progress | None = None) -> ExportSummary:
-    """As `export`, written batch by batch to a Parquet file (renamed into place when complete)."""
+    """As `export`, written chunk by chunk to a Parquet file (renamed into place when complete).
+
+    A chunk is written on a thread of its own while the next is computed (Arrow's writer releases the GIL).
+    """
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     rows = 0
-    with _Export(repo, entities, features, feature_service, full_feature_names, timestamp_column, progress) as job:
-        with pq.ParquetWriter(partial, job.schema, compression="zstd") as writer:
-            for batch in job.batches():
-                writer.write_batch(batch)
-                rows += batch.num_rows
+    writer: pq.ParquetWriter | None = None
+    writing: Future[None] | None = None
+    try:
+        with _Export(repo, entities, features, feature_service, full_feature_names, timestamp_column,
+                     progress) as job, ThreadPoolExecutor(1, thread_name_prefix="parquet-writer") as pool:
+            for table in job.tables():
+                if writer is None:
+                    writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
+                if writing is not None:
+                    writing.result()
+                writing = pool.submit(writer.write_table, table)
+                rows += table.num_rows
+            if writing is not None:
+                writing.result()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
     partial.replace(out)
-    return ExportSummary(rows, tuple(job.schema.names), time.monotonic() - started)
+    assert writer is not None  # tables() yields at least one (maybe empty) table
+    return ExportSummary(rows, tuple(writer.schema.names), time.monotonic() - started)
 
 
 class _Export:
-    """One export: the connection, the registered inputs, the query, the output schema."""
+    """One export: the connection, the entity rows, the sorted inputs, and the chunk-by-chunk join."""
 
     def __init__(self, repo: Path | str | RepoSpecs, entities: EntitySource, features: Sequence[str] | None,
                  feature_service: str | None, full_feature_names: bool, timestamp_column: str | None,
@@ -90,33 +120,42 @@ class _Export:
         self.plan = build_plan(self.specs, resolve_refs(self.specs, features, feature_service), full_feature_names)
         self.progress = progress or (lambda stage, done, total: None)
         self.con = connect()
-        keys = {k for v in self.plan.batch for k in self.specs.batch_views[v].join_keys}
-        keys |= {k for v in self.plan.stream for k in self.specs.stream_views[v].join_keys}
-        self.entity = register_entities(self.con, entities, keys, timestamp_column)
-        check_request_fields(self.specs, self.plan.on_demand, self.entity.columns)
-        self.query = self._query()
-        self.schema = self._output_schema()
+        self.finals = self.con.cursor()
+        self.finals.execute("SET TimeZone = 'UTC'")
+        try:
+            keys = {k for v in self.plan.batch for k in self.specs.batch_views[v].join_keys}
+            keys |= {k for v in self.plan.stream for k in self.specs.stream_views[v].join_keys}
+            self.entity = register_entities(self.con, entities, keys, timestamp_column)
+            check_request_fields(self.specs, self.plan.on_demand, self.entity.columns)
+            self.numbered: dict[tuple[str, ...], str] = {}
+            self.batch = [self._batch_rows(v, f) for v, f in self.plan.batch.items()]
+            self.streams = list(self._stream_groups())
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __enter__(self) -> _Export:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.finals.close()
         self.con.close()
 
-    def _query(self) -> str:
-        batch = [(self.specs.batch_views[v], register_batch_source(self.con, self.specs.batch_views[v]), f)
-                 for v, f in self.plan.batch.items()]
-        joins, columns = batch_joins(batch, self.entity.min_t or 0, self.entity.max_t or 0)
-        stream_joins = []
-        for i, (sql, names) in enumerate(self._stream_queries()):
-            stream_joins.append(f"LEFT JOIN ({sql}) s{i} ON s{i}.{ROW} = e.{ROW}")
-            columns.extend(f"s{i}.{ident(n)}" for n in names)
-        inputs = ", ".join(f"e.{ident(c)}" for c in self.entity.columns)
-        selected = ", ".join([inputs, *columns])
-        return (f"SELECT {selected} FROM {ENTITY_TABLE} e {joins} {' '.join(stream_joins)} ORDER BY e.{ROW}")
+    def _entities(self, keys: tuple[str, ...]) -> str:
+        """The table numbering the training rows' distinct values of `keys` (made on first use)."""
+        if keys not in self.numbered:
+            self.numbered[keys] = f"entities_{len(self.numbered)}"
+            number_entities(self.con, keys, self.numbered[keys])
+        return self.numbered[keys]
 
-    def _stream_queries(self) -> Iterator[tuple[str, list[str]]]:
-        """Per stream view: its query over the events its source and udf produce, and its output columns."""
+    def _batch_rows(self, name: str, features: Sequence[str]) -> BatchRows:
+        view = self.specs.batch_views[name]
+        source = register_batch_source(self.con, view)
+        return load_batch_rows(self.con, view, source, self._entities(view.join_keys), features,
+                               self.entity.min_t or 0, self.entity.max_t or 0)
+
+    def _stream_groups(self) -> Iterator[_StreamGroup]:
+        """The events of each (source, udf, join keys) of the requested stream views, sorted."""
         views = [self.specs.stream_views[v] for v in self.plan.stream]
         groups: dict[tuple[str, int], list[StreamViewSpec]] = {}
         for view in views:
@@ -130,61 +169,83 @@ class _Export:
             name = f"events_{i}"
             events_table(self.con, name, source, group[0].udf, columns, max_t,
                          lambda done, total: self.progress("events", done, total))
-            sorted_events: dict[tuple[str, ...], Events] = {}
-            for j, view in enumerate(group):
-                wanted = self.plan.stream[view.name]
-                if view.join_keys not in sorted_events:
-                    aggregations = [a for v in group if v.join_keys == view.join_keys for a in v.aggregations
-                                    if a.name in self.plan.stream[v.name]]
-                    sorted_events[view.join_keys] = load_events(self.con, name, view.join_keys, aggregations,
-                                                                f"{name}_keys_{len(sorted_events)}")
-                build = session_features_sql if view.is_session else window_features_sql
-                sql = build(self.con, view, sorted_events[view.join_keys], wanted, f"{name}_view_{j}")
-                yield sql, [internal_name(view.name, f) for f in wanted]
-            self.con.execute(f"DROP TABLE {ident(name)}")  # the views' results are stored: free its memory
+            for keys in dict.fromkeys(v.join_keys for v in group):
+                same = [v for v in group if v.join_keys == keys]
+                aggregations = [a for v in same for a in v.aggregations if a.name in self.plan.stream[v.name]]
+                events = load_events(self.con, name, keys, aggregations, self._entities(keys))
+                yield _StreamGroup(events, tuple((v, self.plan.stream[v.name]) for v in same))
+            self.con.execute(f"DROP TABLE {ident(name)}")  # sorted into Events: free DuckDB's copy
 
-    def _output_schema(self) -> pa.Schema:
-        """The entity rows' columns, then the requested features under their output names, with their types."""
-        joined = self.con.sql(f"SELECT * FROM ({self.query}) LIMIT 0").to_arrow_table().schema
-        types = {name: joined.field(name).type for name in joined.names}
-        for view in self.plan.on_demand:
-            for feature, kind in self.specs.on_demand_views[view].feature_types.items():
-                types[internal_name(view, feature)] = ARROW_TYPES.get(kind, pa.null())
-        return pa.schema([*(joined.field(c) for c in self.entity.columns),
-                          *(pa.field(out, types[internal]) for internal, out in self.plan.outputs)])
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """The output, a record batch at a time, on-demand features applied and columns renamed."""
+    def tables(self) -> Iterator[pa.Table]:
+        """The output a chunk of entity rows at a time, in their order (one empty table when there are none)."""
+        key_sets = list(self.numbered.items())
+        kids = "".join(f", coalesce(k{i}.{KID}, -1) AS {KID}{i}" for i in range(len(key_sets)))
+        joins = "".join(
+            f" LEFT JOIN {ident(table)} k{i} ON " + " AND ".join(f"e.{ident(k)} = k{i}.{ident(k)}" for k in keys)
+            for i, (keys, table) in enumerate(key_sets))
+        entity = ", ".join(f"e.{ident(c)}" for c in self.entity.columns)
+        reader = self.con.sql(f"SELECT {entity}, e.{T}{kids} FROM {ENTITY_TABLE} e{joins} ORDER BY e.{ROW}"
+                              ).to_arrow_reader(CHUNK_ROWS)
+        schema: pa.Schema | None = None
         done = 0
-        for batch in self._run_query():
-            columns = {name: batch.column(name) for name in batch.schema.names}
-            for view in self.plan.on_demand:
-                spec = self.specs.on_demand_views[view]
-                sources = {s: self.plan.stream.get(s) or self.plan.batch[s] for s in spec.source_views}
-                columns.update(apply_on_demand(batch, spec, sources))
-            arrays = [columns[c] for c in self.entity.columns] + [columns[internal] for internal, _ in self.plan.outputs]
-            done += batch.num_rows
-            self.progress("write", done, self.entity.rows)
-            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        for chunk in _chunks(reader, CHUNK_ROWS):
+            t = ints(chunk.column(T))
+            rows = {keys: sort_rows(ints(chunk.column(f"{KID}{i}")), t) for i, (keys, _) in enumerate(key_sets)}
+            table = self._chunk(chunk, rows)
+            schema = schema or table.schema
+            done += chunk.num_rows
+            self.progress("join", done, self.entity.rows)
+            yield table.cast(schema)
 
-    def _run_query(self) -> Iterator[pa.RecordBatch]:
-        """Run the join, reporting DuckDB's own progress while it works, then stream the result."""
-        stop = threading.Event()
+    def _chunk(self, chunk: pa.Table, rows: dict[tuple[str, ...], Rows]) -> pa.Table:
+        """One chunk of entity rows with every requested feature, in their order."""
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {c: chunk.column(c) for c in self.entity.columns}
+        for batch in self.batch:
+            for feature, values in batch_features(batch, rows[batch.view.join_keys]).items():
+                columns[internal_name(batch.view.name, feature)] = values
+        for group in self.streams:
+            sorted_rows = rows[group.views[0][0].join_keys]
+            end = group.events.end(sorted_rows)
+            for view, wanted in group.views:
+                build = session_features if view.is_session else window_features
+                components, finals = build(view, group.events, sorted_rows, end, wanted)
+                columns.update(self._finalize(sorted_rows, components, finals))
+        joined = pa.table(columns)
+        for view in self.plan.on_demand:
+            spec = self.specs.on_demand_views[view]
+            sources = {s: self.plan.stream.get(s) or self.plan.batch[s] for s in spec.source_views}
+            columns.update(apply_on_demand(joined, spec, sources))
+        return pa.table([columns[c] for c in self.entity.columns] + [columns[i] for i, _ in self.plan.outputs],
+                        names=[*self.entity.columns, *(out for _, out in self.plan.outputs)])
 
-        def poll() -> None:
-            while not stop.wait(0.5):
-                percent = self.con.query_progress()
-                if percent >= 0:
-                    self.progress("join", int(percent), 100)
+    def _finalize(self, rows: Rows, components: dict[str, pa.Array], finals: list[str]) -> dict[str, pa.Array]:
+        """The features from the sorted rows' components (the finalize SQL), in the chunk's order.
 
-        watcher = threading.Thread(target=poll, daemon=True)
-        watcher.start()
+        On a cursor of its own: the main connection is streaming the entity rows.
+        """
+        self.finals.register("components", pa.table({POS: pa.array(rows.pos), **components}))
         try:
-            reader = self.con.sql(self.query).to_arrow_reader(OUTPUT_BATCH_ROWS)
+            result = self.finals.sql(f"SELECT {POS}, {', '.join(finals)} FROM components").to_arrow_table()
         except duckdb.Error as exc:
-            raise OfflineError(f"the training-set query failed: {exc}") from exc
+            raise OfflineError(f"computing stream features failed: {exc}") from exc
         finally:
-            stop.set()
-            watcher.join()
-        self.progress("join", 100, 100)
-        return iter(reader)
+            self.finals.unregister("components")
+        order = np.empty(result.num_rows, np.int64)
+        order[result[POS].to_numpy()] = np.arange(result.num_rows)
+        result = result.take(pa.array(order))
+        return {name: result[name] for name in result.column_names if name != POS}
+
+
+def _chunks(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+    """The reader's rows in tables of `size` rows (DuckDB hands out smaller batches), at least one."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    yielded = False
+    for batch in reader:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= size:
+            yield pa.Table.from_batches(pending)
+            pending, count, yielded = [], 0, True
+    if pending or not yielded:
+        yield pa.Table.from_batches(pending, schema=reader.schema)

@@ -1,20 +1,22 @@
-"""Per-row frames of events, located and aggregated with numpy over the events sorted once.
+"""Sorted arrays of events or batch rows, and the training rows' places among them, found by binary search.
 
-SQL window functions over events and training rows unioned cost a segment
-tree per aggregate and frame (the slowest step of an export). Here the events
-of a view's entities are sorted once by (entity, event time, partition,
-offset); each training row's frame `[start, end)` in that order is found by
-binary search on a packed (entity id, time) key, and every component is a
-vectorized reduction over it: counts from prefix counts (exact), sums, sums of
-squares, min and max with `ufunc.reduceat` (summed in event order, like SQL),
-`last` as the latest non-null index at or before the frame's end.
+SQL window functions and ASOF joins over events or batch rows and millions of
+training rows cost a sort (and for windows a segment tree) per aggregate and
+frame. Here the events of a view's entities (or a batch view's rows) are
+sorted once by (entity id, time, tie-break), and a chunk of training rows,
+sorted by (entity id, time), is placed among them by binary search on a packed
+(entity id, time) key. A window is the frame `[start, end)` between two such
+places, and every component is a vectorized reduction over it: counts from
+prefix counts (exact); sums, sums of squares, min and max with
+`ufunc.reduceat` (summed in event order, like SQL); `last` as the latest
+non-null index before the frame's end.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -23,86 +25,154 @@ import pyarrow.compute as pc
 
 from featurestream.definitions import AggregationSpec
 from featurestream.offline.engine import ident
-from featurestream.offline.entities import ENTITY_TABLE, ROW, T
+from featurestream.offline.entities import ENTITY_TABLE
 from featurestream.offline.errors import OfflineError
 from featurestream.offline.events import SEQ, TS
 from featurestream.windows.aggregations import COMPONENTS
 
-_KID = "__kid"
+KID = "__kid"
+POS = "__pos"
+
+
+def number_entities(con: duckdb.DuckDBPyConnection, keys: Sequence[str], name: str) -> None:
+    """Temp table `name`: each distinct non-null key of the training rows with an entity id `__kid` (0, 1, ...)."""
+    key_list = ", ".join(ident(k) for k in keys)
+    not_null = " AND ".join(f"{ident(k)} IS NOT NULL" for k in keys)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {ident(name)} AS
+        SELECT {key_list}, (row_number() OVER () - 1)::BIGINT AS {KID}
+        FROM (SELECT DISTINCT {key_list} FROM {ENTITY_TABLE} WHERE {not_null})""")
 
 
 @dataclass(frozen=True)
-class Events:
-    """A view's events in (entity id, time, partition, offset) order, and the training rows' entity ids."""
+class Rows:
+    """One chunk of training rows for one set of join keys, sorted by (entity id, time)."""
 
-    kid: np.ndarray       # entity id per event, ascending
-    ts: np.ndarray        # event time (ms)
-    values: pa.Table      # the aggregated columns, same order
-    row: np.ndarray       # training rows (sorted by entity id, then time): __row
-    row_kid: np.ndarray   # their entity id, -1 when a key is null
-    t: np.ndarray         # their time (ms)
+    pos: np.ndarray   # position in the chunk (input order)
+    kid: np.ndarray   # entity id, -1 when a key is null or unknown
+    t: np.ndarray     # time (ms)
 
-    @functools.cached_property
-    def end(self) -> np.ndarray:
-        """Per training row, the end of its events at or before t: shared by the views of these events."""
-        return positions(self, self.t, right=True)
+    def in_chunk_order(self, values: np.ndarray) -> np.ndarray:
+        """Values of these sorted rows, put back into the chunk's order."""
+        out = np.empty_like(values)
+        out[self.pos] = values
+        return out
 
 
-def load_events(con: duckdb.DuckDBPyConnection, events: str, keys: Sequence[str],
-                aggregations: Sequence[AggregationSpec], name: str) -> Events:
-    """Number the training rows' distinct entities (temp table `name`), fetch their events sorted (DuckDB sorts).
+def sort_rows(kid: np.ndarray, t: np.ndarray) -> Rows:
+    """A chunk's rows (entity ids and times in input order) sorted by (entity id, time).
 
-    A column only counted is fetched as a presence flag (true or null), so a string id costs the
-    sort one byte. The training rows come sorted too, by (entity id, time): their frames then
-    start and end in ascending order, which keeps `reduceat`'s work to the frames themselves.
+    One argsort of (entity id, time) packed into an int64 when both fit, else a lexsort (slower).
     """
-    columns = sorted({a.column for a in aggregations})
-    counted = {c for c in columns if all(a.function == "count" for a in aggregations if a.column == c)}
-    key_list = ", ".join(ident(k) for k in keys)
-    not_null = " AND ".join(f"{ident(k)} IS NOT NULL" for k in keys)
-    table = ident(name)
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT {key_list}, (row_number() OVER () - 1)::BIGINT AS {_KID}
-        FROM (SELECT DISTINCT {key_list} FROM {ENTITY_TABLE} WHERE {not_null})""")
-    values = "".join(f", CASE WHEN ev.{ident(c)} IS NOT NULL THEN true END AS {ident(c)}" if c in counted
-                     else f", ev.{ident(c)}" for c in columns)
-    sorted_events = con.sql(f"""SELECT k.{_KID}, ev.{TS}{values} FROM {ident(events)} ev JOIN {table} k USING ({key_list})
-        ORDER BY k.{_KID}, ev.{SEQ}""").to_arrow_table()  # SEQ starts with the event time
-    rows = con.sql(f"""SELECT e.{ROW}, coalesce(k.{_KID}, -1) AS {_KID}, e.{T}
-        FROM {ENTITY_TABLE} e LEFT JOIN {table} k USING ({key_list}) ORDER BY {_KID}, e.{T}""").to_arrow_table()
-    return Events(kid=_ints(sorted_events[_KID]), ts=_ints(sorted_events[TS]),
-                  values=sorted_events.select(columns), row=_ints(rows[ROW]), row_kid=_ints(rows[_KID]),
-                  t=_ints(rows[T]))
+    if len(t) == 0:
+        return Rows(np.zeros(0, np.int64), kid, t)
+    base = int(t.min())
+    bits = (int(t.max()) - base).bit_length()
+    if (int(kid.max()) + 1).bit_length() + bits <= 62:
+        order = np.argsort(((kid + 1) << bits) | (t - base))
+    else:
+        order = np.lexsort((t, kid))
+    return Rows(order, kid[order], t[order])
 
 
-def positions(ev: Events, x: np.ndarray, right: bool) -> np.ndarray:
-    """Per training row, where (its entity, time x) falls among the events: after equal times if `right`.
+def positions(kid: np.ndarray, ts: np.ndarray, rows: Rows, x: np.ndarray, right: bool) -> np.ndarray:
+    """Per row, where (its entity, time x) falls in the sorted (kid, ts): after equal times if `right`.
 
     Entity id and time are packed into one int64 (time relative to the earliest); when both do
-    not fit in 62 bits, the entities are taken in chunks that do.
+    not fit in 62 bits, the entities are taken in ranges that do.
     """
     out = np.zeros(len(x), np.int64)
-    if len(ev.ts) == 0 or len(x) == 0:
+    if len(ts) == 0 or len(x) == 0:
         return out
-    base = min(int(ev.ts.min()), int(x.min()))
-    bits = (max(int(ev.ts.max()), int(x.max())) - base).bit_length()
+    base = min(int(ts.min()), int(x.min()))
+    bits = (max(int(ts.max()), int(x.max())) - base).bit_length()
     per = 1 << max(0, 62 - bits)
     side = "right" if right else "left"
-    for lo in range(0, int(ev.kid[-1]) + 1, per):
-        first, last = np.searchsorted(ev.kid, [lo, lo + per])
-        chosen = (ev.row_kid >= lo) & (ev.row_kid < lo + per)
-        packed = ((ev.kid[first:last] - lo) << bits) | (ev.ts[first:last] - base)
-        asked = ((ev.row_kid[chosen] - lo) << bits) | (x[chosen] - base)
+    for lo in range(0, int(kid[-1]) + 1, per):
+        first, last = np.searchsorted(kid, [lo, lo + per])
+        chosen = (rows.kid >= lo) & (rows.kid < lo + per)
+        packed = ((kid[first:last] - lo) << bits) | (ts[first:last] - base)
+        asked = ((rows.kid[chosen] - lo) << bits) | (x[chosen] - base)
         out[chosen] = first + np.searchsorted(packed, asked, side)
     return out
 
 
-def components(ev: Events, agg: AggregationSpec, start: np.ndarray, end: np.ndarray, prefix: str
-               ) -> dict[str, pa.Array]:
+class Events:
+    """A view's events in (entity id, time, partition, offset) order, with per-column work done once.
+
+    The work is kept on the instance (not in a module-level cache), so it goes when the export does.
+    """
+
+    def __init__(self, kid: np.ndarray, ts: np.ndarray, values: pa.Table) -> None:
+        self.kid = kid
+        self.ts = ts
+        self.values = values
+        self._memo: dict[tuple[str, ...], Any] = {}
+
+    def once(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+        """`make()`, computed on the first call with this key and kept."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def end(self, rows: Rows) -> np.ndarray:
+        """Per row, the end of its entity's events at or before its time."""
+        return positions(self.kid, self.ts, rows, rows.t, right=True)
+
+    def column(self, name: str) -> pa.Array:
+        return self.once(("column", name), lambda: self.values[name].combine_chunks())
+
+    def valid(self, name: str) -> np.ndarray:
+        def make() -> np.ndarray:
+            column = self.column(name)
+            return column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else np.ones(len(column), bool)
+        return self.once(("valid", name), make)
+
+    def counted(self, name: str) -> np.ndarray:
+        """Prefix counts of non-null values: the count over [start, end) is counted[end] - counted[start]."""
+        return self.once(("counted", name), lambda: np.concatenate([[0], np.cumsum(self.valid(name), dtype=np.int64)]))
+
+    def latest(self, name: str) -> np.ndarray:
+        """Per event, the index of the latest non-null value at or before it (-1 for none), then a -1."""
+        def make() -> np.ndarray:
+            valid = self.valid(name)
+            return np.append(np.maximum.accumulate(np.where(valid, np.arange(len(valid)), -1)), -1)
+        return self.once(("latest", name), make)
+
+    def filled(self, agg: AggregationSpec, part: str) -> tuple[np.ndarray, float]:
+        """The numbers `part`'s reduction runs over (nulls as its neutral value), and that value."""
+        def make() -> tuple[np.ndarray, float]:
+            numbers = self.once(("numbers", agg.column), lambda: _numbers(self.column(agg.column), agg))
+            if part == "q":
+                return numbers.astype(np.float64) ** 2, 0
+            if part == "s":
+                return numbers, 0
+            fill = _extreme(numbers, high=part == "lo")
+            return np.where(self.valid(agg.column), numbers, fill), fill
+        return self.once(("filled", agg.column, part), make)
+
+
+def load_events(con: duckdb.DuckDBPyConnection, events: str, keys: Sequence[str],
+                aggregations: Sequence[AggregationSpec], numbered: str) -> Events:
+    """The events of the training rows' entities (numbered in table `numbered`), sorted by DuckDB.
+
+    A column only counted is fetched as a presence flag (true or null), so a string id costs the
+    sort one byte.
+    """
+    columns = sorted({a.column for a in aggregations})
+    counted = {c for c in columns if all(a.function == "count" for a in aggregations if a.column == c)}
+    key_list = ", ".join(ident(k) for k in keys)
+    values = "".join(f", CASE WHEN ev.{ident(c)} IS NOT NULL THEN true END AS {ident(c)}" if c in counted
+                     else f", ev.{ident(c)}" for c in columns)
+    table = con.sql(f"""SELECT k.{KID}, ev.{TS}{values} FROM {ident(events)} ev JOIN {ident(numbered)} k
+        USING ({key_list}) ORDER BY k.{KID}, ev.{SEQ}""").to_arrow_table()  # SEQ starts with the event time
+    return Events(ints(table[KID]), ints(table[TS]), table.select(columns))
+
+
+def components(events: Events, agg: AggregationSpec, start: np.ndarray, end: np.ndarray,
+               prefix: str) -> dict[str, pa.Array]:
     """The components (`prefix_n`, `prefix_s`, ...) of `agg` over each row's events `[start, end)`."""
-    column = ev.values[agg.column].combine_chunks()
-    valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else np.ones(len(column), bool)
-    counted = np.concatenate([[0], np.cumsum(valid, dtype=np.int64)])
+    name = agg.column
+    counted = events.counted(name)
     n = counted[end] - counted[start]
     empty = n == 0
     out: dict[str, pa.Array] = {}
@@ -110,34 +180,19 @@ def components(ev: Events, agg: AggregationSpec, start: np.ndarray, end: np.ndar
         if part == "n":
             out[f"{prefix}_n"] = pa.array(n)
         elif part == "lv":
-            latest = np.maximum.accumulate(np.where(valid, np.arange(len(valid)), -1))
-            at = np.where(end > 0, np.append(latest, -1)[end - 1], -1)  # end - 1 == -1 picks the appended -1
+            column = events.column(name)
+            at = np.where(end > 0, events.latest(name)[end - 1], -1)  # end - 1 == -1 picks the appended -1
             found = at >= start
             out[f"{prefix}_lv"] = column.take(pa.array(np.where(found, at, 0), mask=~found)) if len(column) else (
                 pa.nulls(len(end), column.type))
         else:
-            numbers = _numbers(column, agg, valid)
-            if part == "q":
-                numbers = numbers.astype(np.float64) ** 2
-            ufunc, fill = {"s": (np.add, 0), "q": (np.add, 0),
-                           "lo": (np.minimum, _extreme(numbers, high=True)),
-                           "hi": (np.maximum, _extreme(numbers, high=False))}[part]
-            filled = np.where(valid, numbers, fill) if part in ("lo", "hi") else numbers
+            filled, fill = events.filled(agg, part)
+            ufunc = np.add if part in ("s", "q") else np.minimum if part == "lo" else np.maximum
             out[f"{prefix}_{part}"] = pa.array(_reduce(ufunc, filled, start, end, fill), mask=empty)
     return out
 
 
-def store(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, pa.Array]) -> None:
-    """Copy per-row results into DuckDB temp table `name`: under its memory limit, spilled if need be,
-    instead of Python's heap for as long as the export runs."""
-    con.register(f"{name}_arrow", pa.table(columns))
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT * FROM {ident(name + '_arrow')}")
-    finally:
-        con.unregister(f"{name}_arrow")
-
-
-def _numbers(column: pa.Array, agg: AggregationSpec, valid: np.ndarray) -> np.ndarray:
+def _numbers(column: pa.Array, agg: AggregationSpec) -> np.ndarray:
     """The column as int64 or float64, nulls as 0 (they are masked or add nothing)."""
     kind = column.type
     if pa.types.is_floating(kind):
@@ -172,5 +227,5 @@ def _reduce(ufunc: np.ufunc, values: np.ndarray, start: np.ndarray, end: np.ndar
     return ufunc.reduceat(padded, bounds)[0::2]
 
 
-def _ints(column: pa.ChunkedArray) -> np.ndarray:
+def ints(column: pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy().astype(np.int64, copy=False)

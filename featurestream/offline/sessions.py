@@ -11,48 +11,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
-from featurestream.offline.entities import ROW
-from featurestream.offline.frames import Events, components, store
+from featurestream.offline.frames import Events, Rows, components
 from featurestream.offline.plan import internal_name
 
 
-def session_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, events: Events,
-                         features: Sequence[str], name: str) -> str:
-    """Store the rows' session state as table `name`; a query giving `__row` and each wanted feature."""
+def session_features(view: StreamViewSpec, events: Events, rows: Rows, end: np.ndarray, features: Sequence[str]
+                     ) -> tuple[dict[str, pa.Array], list[str]]:
+    """The sorted rows' session state, and the SQL selecting each wanted feature (`view__feature`) from it."""
     gap = view.session_gap_ms or 0
-    end = events.end
     count = len(events.ts)
-    breaks = np.ones(count, bool)
-    breaks[1:] = (events.kid[1:] != events.kid[:-1]) | (np.diff(events.ts) > gap)
-    session_first = np.maximum.accumulate(np.where(breaks, np.arange(count), 0))
+    session_first = events.once(("session_first", str(gap)), lambda: _session_first(events, gap))
     latest = np.maximum(end - 1, 0)
     if count:
-        active = (end > 0) & (events.kid[latest] == events.row_kid) & (events.t - events.ts[latest] <= gap)
+        active = (end > 0) & (events.kid[latest] == rows.kid) & (rows.t - events.ts[latest] <= gap)
         first = np.where(active, session_first[latest], end)
         first_ts, latest_ts = events.ts[first.clip(max=count - 1)], events.ts[latest]
     else:
         active = np.zeros(len(end), bool)
         first, first_ts, latest_ts = end, end, end
     aggs = [a for a in view.aggregations if a.name in features]
-    columns: dict[str, pa.Array] = {ROW: pa.array(events.row), "__active": pa.array(active),
-                                    "__start": pa.array(first_ts), "__latest": pa.array(latest_ts),
-                                    "__count": pa.array(end - first)}
+    columns: dict[str, pa.Array] = {"__active": pa.array(active), "__start": pa.array(first_ts),
+                                    "__latest": pa.array(latest_ts), "__count": pa.array(end - first)}
     for j, agg in enumerate(aggs):
         columns.update(components(events, agg, first, end, f"a{j}"))
-    store(con, name, columns)
     builtins = {
         "session_start": "CASE WHEN __active THEN epoch_ms(__start) END",
         "session_event_count": "CASE WHEN __active THEN __count ELSE 0 END",
         "session_duration_s": "CASE WHEN __active THEN (__latest - __start) / 1000.0 END",
     }
     finals = {a.name: f"CASE WHEN __active THEN {finalize_sql(a.function, f'a{j}')} END" for j, a in enumerate(aggs)}
-    outputs = ", ".join(f"{typed(expr, view.feature_types.get(feature))} AS {ident(internal_name(view.name, feature))}"
-                        for feature, expr in {**builtins, **finals}.items() if feature in features)
-    return f"SELECT {ROW}, {outputs} FROM {ident(name)}"
+    return columns, [f"{typed(expr, view.feature_types.get(feature))} AS {ident(internal_name(view.name, feature))}"
+                     for feature, expr in {**builtins, **finals}.items() if feature in features]
+
+
+def _session_first(events: Events, gap: int) -> np.ndarray:
+    """Per event, the index of the first event of its session."""
+    count = len(events.ts)
+    breaks = np.ones(count, bool)
+    breaks[1:] = (events.kid[1:] != events.kid[:-1]) | (np.diff(events.ts) > gap)
+    return np.maximum.accumulate(np.where(breaks, np.arange(count), 0))

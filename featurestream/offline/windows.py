@@ -10,32 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.offline.aggregates import finalize_sql, typed
 from featurestream.offline.engine import ident
-from featurestream.offline.entities import ROW
-from featurestream.offline.frames import Events, components, positions, store
+from featurestream.offline.frames import Events, Rows, components, positions
 from featurestream.offline.plan import internal_name
 
 
-def window_features_sql(con: duckdb.DuckDBPyConnection, view: StreamViewSpec, events: Events,
-                        features: Sequence[str], name: str) -> str:
-    """Store the rows' components as table `name`; a query giving `__row` and each wanted feature (`view__feature`)."""
+def window_features(view: StreamViewSpec, events: Events, rows: Rows, end: np.ndarray, features: Sequence[str]
+                    ) -> tuple[dict[str, pa.Array], list[str]]:
+    """The sorted rows' components, and the SQL selecting each wanted feature (`view__feature`) from them.
+
+    `end` is where each row's events at or before its time end (shared by the views of these events).
+    """
     aggs = [a for a in view.aggregations if a.name in features]
-    end = events.end
     starts: dict[tuple[int, int], np.ndarray] = {}
-    columns: dict[str, pa.Array] = {ROW: pa.array(events.row)}
+    columns: dict[str, pa.Array] = {}
     for j, agg in enumerate(aggs):
         window, slide = agg.window_ms or 0, agg.slide_ms or 0
         if (window, slide) not in starts:
-            lower = events.t - np.mod(events.t, slide) - window + slide
-            starts[window, slide] = positions(events, lower, right=False)
+            lower = rows.t - np.mod(rows.t, slide) - window + slide
+            starts[window, slide] = positions(events.kid, events.ts, rows, lower, right=False)
         columns.update(components(events, agg, starts[window, slide], end, f"a{j}"))
-    store(con, name, columns)
     finals = [f"{typed(finalize_sql(a.function, f'a{j}'), view.feature_types.get(a.name))} "
               f"AS {ident(internal_name(view.name, a.name))}" for j, a in enumerate(aggs)]
-    return f"SELECT {ROW}, {', '.join(finals)} FROM {ident(name)}"
+    return columns, finals

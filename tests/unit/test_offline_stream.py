@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,8 +82,12 @@ def probe_times(rng: random.Random, accepted: list[dict[str, Any]], n: int) -> l
     return times
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_windows_and_sessions_equal_the_reference(seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("seed", "chunk_rows"), [(1, None), (2, None), (3, 97)])
+def test_windows_and_sessions_equal_the_reference(seed: int, chunk_rows: int | None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entity rows go through in chunks: one run with small ones, so every chunk boundary is crossed."""
+    if chunk_rows is not None:
+        monkeypatch.setattr(importlib.import_module("featurestream.offline.export"), "CHUNK_ROWS", chunk_rows)
     rng = random.Random(seed)
     specs = specs_with_log(tmp_path / "log")
     activity = specs.stream_views["user_activity"]
@@ -151,3 +156,11 @@ def test_clear_errors(tmp_path: Path) -> None:
         export(specs, bad, features=["user_activity:events_1h"])
     with pytest.raises(OfflineError, match="does not exist"):
         export(specs, tmp_path / "missing.csv", features=["user_activity:events_1h"])
+
+
+def test_no_entity_rows_give_an_empty_table_with_every_column(tmp_path: Path) -> None:
+    specs = specs_with_log(tmp_path / "nothing")
+    entity = pa.table({"user_id": pa.array([], pa.int64()), "event_timestamp": pa.array([], pa.timestamp("ms", tz="UTC"))})
+    table = export(specs, entity, features=["user_activity:events_1h", "user_session:session_start"])
+    assert table.num_rows == 0
+    assert table.column_names == ["user_id", "event_timestamp", "events_1h", "session_start"]
