@@ -51,11 +51,16 @@ def load_batch_rows(con: duckdb.DuckDBPyConnection, view: BatchViewSpec, source:
     table = con.sql(f"""SELECT k.{KID}, {ts} AS {_TS}{wanted}
         FROM {ident(source)} JOIN {ident(numbered)} k USING ({keys})
         WHERE {oldest}{ts} <= {max_t} ORDER BY k.{KID}, {_TS}, {created}""").to_arrow_table()
-    return BatchRows(view, ints(table[KID]), ints(table[_TS]), table.select(list(features)).combine_chunks())
+    values = pa.table({f: _compact(table[f]) for f in features})
+    return BatchRows(view, ints(table[KID]), ints(table[_TS]), values)
 
 
-def batch_features(batch: BatchRows, rows: Rows) -> dict[str, pa.ChunkedArray]:
-    """Per training row, in the chunk's order, each wanted feature of the row it sees (null when none is in reach)."""
+def batch_features(batch: BatchRows, rows: Rows) -> dict[str, pa.Array]:
+    """Per training row, in the chunk's order, each wanted feature of the row it sees (null when none is in reach).
+
+    Rows and batch rows are both sorted by entity, so the rows seen come in ascending order: the
+    gather reads forward, and only the reordering into the chunk's order writes at random.
+    """
     seen = positions(batch.kid, batch.ts, rows, rows.t, right=True) - 1
     at = seen.clip(min=0)
     found = seen >= 0
@@ -63,6 +68,15 @@ def batch_features(batch: BatchRows, rows: Rows) -> dict[str, pa.ChunkedArray]:
         found &= batch.kid[at] == rows.kid
         if batch.view.ttl_ms:
             found &= batch.ts[at] >= rows.t - batch.view.ttl_ms
-    picks = pa.array(rows.in_chunk_order(at), mask=rows.in_chunk_order(~found))
-    return {name: batch.values[name].take(picks) if len(batch.kid) else pa.chunked_array([pa.nulls(len(at), kind)])
-            for name, kind in zip(batch.values.column_names, batch.values.schema.types, strict=True)}
+    picks = pa.array(at, mask=~found)
+    return {name: rows.in_chunk_order(column.take(picks) if len(batch.kid) else pa.nulls(len(at), column.type))
+            for name, column in zip(batch.values.column_names, batch.values.columns, strict=True)}
+
+
+def _compact(column: pa.ChunkedArray) -> pa.Array:
+    """Strings with few distinct values as a dictionary: gathers and reorders then move small indices."""
+    column = column.combine_chunks()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) or not len(column):
+        return column
+    encoded = column.dictionary_encode()
+    return encoded if len(encoded.dictionary) * 4 <= len(column) else column

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -28,13 +27,13 @@ from featurestream.offline.engine import connect, ident, register_batch_source
 from featurestream.offline.entities import ENTITY_TABLE, ROW, T, EntitySource, register_entities
 from featurestream.offline.errors import OfflineError
 from featurestream.offline.events import events_table
-from featurestream.offline.frames import KID, POS, Events, Rows, ints, load_events, number_entities, sort_rows
+from featurestream.offline.frames import KID, POS, Events, Rows, ints, load_events, number_entities, scatter, sort_rows
 from featurestream.offline.ondemand import apply_on_demand, check_request_fields
 from featurestream.offline.plan import build_plan, internal_name, resolve_refs
 from featurestream.offline.sessions import session_features
 from featurestream.offline.windows import window_features
 
-CHUNK_ROWS = 2_000_000
+CHUNK_ROWS = 1_000_000
 # progress(stage, done, total): stages "events" (udf over the event log files), "join" (entity rows).
 Progress = Callable[[str, int, int], None]
 
@@ -92,7 +91,7 @@ def export_to_parquet(repo: Path | str | RepoSpecs, entities: EntitySource, out:
                      progress) as job, ThreadPoolExecutor(1, thread_name_prefix="parquet-writer") as pool:
             for table in job.tables():
                 if writer is None:
-                    writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
                 if writing is not None:
                     writing.result()
                 writing = pool.submit(writer.write_table, table)
@@ -230,10 +229,8 @@ class _Export:
             raise OfflineError(f"computing stream features failed: {exc}") from exc
         finally:
             self.finals.unregister("components")
-        order = np.empty(result.num_rows, np.int64)
-        order[result[POS].to_numpy()] = np.arange(result.num_rows)
-        result = result.take(pa.array(order))
-        return {name: result[name] for name in result.column_names if name != POS}
+        where = ints(result[POS])
+        return {name: scatter(result[name], where) for name in result.column_names if name != POS}
 
 
 def _chunks(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:

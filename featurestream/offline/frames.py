@@ -51,27 +51,62 @@ class Rows:
     kid: np.ndarray   # entity id, -1 when a key is null or unknown
     t: np.ndarray     # time (ms)
 
-    def in_chunk_order(self, values: np.ndarray) -> np.ndarray:
+    def in_chunk_order(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Values of these sorted rows, put back into the chunk's order."""
-        out = np.empty_like(values)
-        out[self.pos] = values
-        return out
+        return scatter(values, self.pos)
 
 
 def sort_rows(kid: np.ndarray, t: np.ndarray) -> Rows:
-    """A chunk's rows (entity ids and times in input order) sorted by (entity id, time).
+    """A chunk's rows (entity ids and times in input order) sorted by entity id, then roughly by time.
 
-    One argsort of (entity id, time) packed into an int64 when both fit, else a lexsort (slower).
+    Nothing needs the exact order: it only makes the binary searches read forward and the
+    frames ascend, so reductions never go back. So (entity id, time, position) are packed into
+    one int64, the time losing low bits if all do not fit, and sorted as plain numbers, several
+    times faster than an argsort.
     """
     if len(t) == 0:
         return Rows(np.zeros(0, np.int64), kid, t)
+    position_bits = (len(t) - 1).bit_length()
+    entity_bits = (int(kid.max()) + 1).bit_length()
     base = int(t.min())
-    bits = (int(t.max()) - base).bit_length()
-    if (int(kid.max()) + 1).bit_length() + bits <= 62:
-        order = np.argsort(((kid + 1) << bits) | (t - base))
-    else:
+    time_bits = (int(t.max()) - base).bit_length()
+    room = 63 - entity_bits - position_bits
+    if room < 0:
         order = np.lexsort((t, kid))
+    else:
+        drop = max(0, time_bits - room)
+        packed = np.sort(((kid + 1) << (room + position_bits)) | (((t - base) >> drop) << position_bits)
+                         | np.arange(len(t)))
+        order = packed & ((1 << position_bits) - 1)
+        return Rows(order, (packed >> (room + position_bits)) - 1, t[order])
     return Rows(order, kid[order], t[order])
+
+
+def scatter(values: pa.Array | pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
+    """`out[positions[i]] = values[i]` for a permutation `positions`.
+
+    A gather by the inverse permutation reads at random, a cache miss a value; fixed-width values
+    (and dictionary indices) are instead written at random by numpy, about twice as fast.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    kind = values.type
+    if pa.types.is_dictionary(kind):
+        return values.dictionary.take(scatter(values.indices, positions))
+    fixed = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind)
+    if not fixed or kind.bit_width not in (8, 16, 32, 64):
+        inverse = np.empty(len(positions), np.int64)
+        inverse[positions] = np.arange(len(positions))
+        return values.take(pa.array(inverse))
+    data = np.frombuffer(values.buffers()[1], np.dtype(f"u{kind.bit_width // 8}"))[values.offset:values.offset + len(values)]
+    out = np.empty_like(data)
+    out[positions] = data
+    validity = None
+    if values.null_count:
+        valid = np.empty(len(values), bool)
+        valid[positions] = values.is_valid().to_numpy(zero_copy_only=False)
+        validity = pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(out)], values.null_count)
 
 
 def positions(kid: np.ndarray, ts: np.ndarray, rows: Rows, x: np.ndarray, right: bool) -> np.ndarray:
@@ -107,6 +142,8 @@ class Events:
         self.ts = ts
         self.values = values
         self._memo: dict[tuple[str, ...], Any] = {}
+        # Per-event indexes and prefix counts (kept for the whole export): half the memory in int32.
+        self._index = np.int32 if len(ts) < 2**31 - 1 else np.int64
 
     def once(self, key: tuple[str, ...], make: Callable[[], Any]) -> Any:
         """`make()`, computed on the first call with this key and kept."""
@@ -129,19 +166,19 @@ class Events:
 
     def counted(self, name: str) -> np.ndarray:
         """Prefix counts of non-null values: the count over [start, end) is counted[end] - counted[start]."""
-        return self.once(("counted", name), lambda: np.concatenate([[0], np.cumsum(self.valid(name), dtype=np.int64)]))
+        return self.once(("counted", name), lambda: np.concatenate([[0], np.cumsum(self.valid(name), dtype=self._index)]))
 
     def latest(self, name: str) -> np.ndarray:
         """Per event, the index of the latest non-null value at or before it (-1 for none), then a -1."""
         def make() -> np.ndarray:
             valid = self.valid(name)
-            return np.append(np.maximum.accumulate(np.where(valid, np.arange(len(valid)), -1)), -1)
+            return np.append(np.maximum.accumulate(np.where(valid, np.arange(len(valid), dtype=self._index), -1)), -1)
         return self.once(("latest", name), make)
 
     def filled(self, agg: AggregationSpec, part: str) -> tuple[np.ndarray, float]:
         """The numbers `part`'s reduction runs over (nulls as its neutral value), and that value."""
         def make() -> tuple[np.ndarray, float]:
-            numbers = self.once(("numbers", agg.column), lambda: _numbers(self.column(agg.column), agg))
+            numbers = _numbers(self.column(agg.column), agg)
             if part == "q":
                 return numbers.astype(np.float64) ** 2, 0
             if part == "s":
