@@ -33,7 +33,9 @@ demo: install
 	$(FS) demo
 
 # Benchmarks start the services they need (and leave them running); they print numbers, never assert.
+# The serving benchmark's load comes from wrk (Debian's package).
 bench: install
+	@command -v wrk >/dev/null || apt-get install -y wrk || sudo apt-get install -y wrk
 	@for b in bench/bench_*.py; do m=$$(basename "$$b" .py); echo "== $$m"; $(PY) -m "bench.$$m" || exit $$?; done
 
 clean:

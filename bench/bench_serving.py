@@ -2,7 +2,7 @@
 
 Sets up a private project (5 batch views x 10 features over USERS users written by Feast's own online
 write path, plus the demo's windowed and session views fed through Kafka by the real stream materializer),
-starts both servers with 2 workers, and drives them from a separate process on loopback at concurrency
+starts both servers with 2 workers, and drives them with wrk (bench/loadgen.py) on loopback at concurrency
 1, 8 and 32. Prints tables; asserts nothing. Run with `make bench` or `.venv/bin/python -m bench.bench_serving`.
 """
 
@@ -26,12 +26,13 @@ import pandas as pd
 import redis
 from confluent_kafka import Producer
 
-from bench.common import applied_repo_copy, machine, new_topic, percentile, ready_settings
-from bench.loadgen import LoadResult, http_post, load
+from bench.common import applied_repo_copy, machine, new_topic, ready_settings
+from bench.loadgen import LoadResult, load
 from featurestream.config import Settings, kafka_client_config
 from featurestream.definitions import load_repo
 from materializers.stream.rebuild import delete_matching
 
+ROUTE = "/get-online-features"
 DB = 10  # a private Redis database; the run removes its own project's keys at the end
 VIEWS, FEATURES = 5, 10
 BATCH_VIEWS = "\n".join(
@@ -146,9 +147,8 @@ def bodies(refs: list[str], entities: int, users: list[int], count: int, with_it
 
 def row(label: str, server: str, concurrency: int, result: LoadResult) -> dict[str, object]:
     """One line of the table, printed as soon as it is measured."""
-    ms = [x * 1000 for x in result.latencies_s]
-    r = {"scenario": label, "server": server, "conc": concurrency, "p50_ms": percentile(ms, 50),
-         "p99_ms": percentile(ms, 99), "req_s": result.rate, "n": len(ms), "errors": result.errors}
+    r = {"scenario": label, "server": server, "conc": concurrency, "p50_ms": result.p50_ms,
+         "p99_ms": result.p99_ms, "req_s": result.rate, "n": result.requests, "errors": result.errors}
     print(f"  {r['scenario']:<22} {r['server']:<14} {r['conc']:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
           f"{r['req_s']:>9.0f} {r['n']:>7} {r['errors']:>4}", flush=True)
     return r
@@ -184,19 +184,15 @@ def main() -> None:
               f"{'err':>4}")
         for label, refs, entities, with_items in (("mixed 1 x 50", MIXED_REFS, 1, True),
                                                   ("mixed 100 x 50", MIXED_REFS, 100, True)):
-            payloads = [http_post("/get-online-features", b, ours) for b in bodies(refs, entities, active, 200, with_items)]
+            payloads = bodies(refs, entities, active, 200, with_items)
             for concurrency in (1, 8, 32):
-                row(label, "featurestream", concurrency, load(ours, payloads, concurrency, args.seconds))
+                row(label, "featurestream", concurrency, load(ours, ROUTE, payloads, concurrency, args.seconds))
         ratios = []
         for label, entities in (("batch 1 x 50", 1), ("batch 100 x 50", 100)):
             shared = bodies(BATCH_REFS, entities, list(range(args.users)), 200, False)
             for concurrency in (1, 8, 32):
-                mine = row(label, "featurestream", concurrency,
-                           load(ours, [http_post("/get-online-features", b, ours) for b in shared], concurrency,
-                                args.seconds))
-                theirs = row(label, "feast serve", concurrency,
-                             load(feast, [http_post("/get-online-features", b, feast) for b in shared], concurrency,
-                                  args.seconds))
+                mine = row(label, "featurestream", concurrency, load(ours, ROUTE, shared, concurrency, args.seconds))
+                theirs = row(label, "feast serve", concurrency, load(feast, ROUTE, shared, concurrency, args.seconds))
                 ratios.append((label, concurrency, mine, theirs))
     print("\n  featurestream vs feast serve, same batch requests (higher is better for featurestream):")
     print(f"  {'scenario':<22} {'conc':>4} {'req/s x':>9} {'p50 x':>8} {'p99 x':>8}")

@@ -1,86 +1,78 @@
-"""A small closed-loop HTTP/1.1 load generator: C keep-alive connections, each sending its next request as soon
-as the previous answer is read. Raw asyncio streams on uvloop keep the client's own cost per request far below
-an HTTP library's, which matters when client and server share two cores."""
+"""Closed-loop HTTP load from wrk: C keep-alive connections, each sending its next request as soon as the
+previous answer is read, cycling through the given bodies.
+
+wrk (C, one epoll thread) costs the two shared cores far less per request than any Python client, so the
+servers get the CPU; its latency histogram has microsecond resolution. A Lua script holds the bodies and
+prints wrk's summary as one JSON line. Install it with `apt-get install wrk` (Debian) or `brew install wrk`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import multiprocessing
-import time
+import json
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+
+_SCRIPT = """
+local bodies = {%s}
+local next_body = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  next_body = next_body %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[next_body])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\\n{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadResult:
-    latencies_s: list[float]
+    requests: int
     errors: int
     seconds: float
+    p50_ms: float
+    p99_ms: float
 
     @property
     def rate(self) -> float:
-        return len(self.latencies_s) / self.seconds if self.seconds else 0.0
+        return self.requests / self.seconds if self.seconds else 0.0
 
 
-def http_post(path: str, body: bytes, port: int) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+def _lua_string(body: bytes) -> str:
+    """A Lua long string holding `body` verbatim (its level chosen so the body cannot close it)."""
+    text = body.decode()
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-async def _connection(port: int, requests: itertools.cycle, warm_until: float, stop_at: float,
-                      out: list[float], errors: list[int]) -> None:
-    """One client connection; a connection the server drops is reopened and counted as an error."""
-    while time.perf_counter() < stop_at:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while True:
-                started = time.perf_counter()
-                if started >= stop_at:
-                    return
-                writer.write(next(requests))
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
-                if head[9:12] != b"200":
-                    errors[0] += 1
-                elif started >= warm_until:
-                    out.append(time.perf_counter() - started)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            errors[0] += 1
-        finally:
-            writer.close()
+def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
+         warmup: float = 1.0) -> LoadResult:
+    """POST `bodies` in turn to `path` over `concurrency` connections for `seconds` (after a warm-up run)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("the serving benchmark needs wrk: apt-get install wrk (or brew install wrk)")
+    with tempfile.TemporaryDirectory(prefix="fs-wrk-") as tmp:
+        script = Path(tmp) / "bodies.lua"
+        script.write_text(_SCRIPT % ", ".join(map(_lua_string, bodies)))
+        url = f"http://127.0.0.1:{port}{path}"
 
+        def run(duration: float) -> dict[str, int]:
+            result = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+                                     "--timeout", "10s", "-s", str(script), url],
+                                    capture_output=True, text=True, check=True)
+            return json.loads(result.stdout.strip().splitlines()[-1])
 
-async def _run(port: int, payloads: list[bytes], concurrency: int, seconds: float, warmup: float) -> LoadResult:
-    begin = time.perf_counter()
-    warm_until, stop_at = begin + warmup, begin + warmup + seconds
-    latencies: list[float] = []
-    errors = [0]
-    await asyncio.gather(*(
-        _connection(port, itertools.cycle(payloads[i::concurrency] or payloads), warm_until, stop_at, latencies,
-                    errors)
-        for i in range(concurrency)))
-    return LoadResult(latencies, errors[0], time.perf_counter() - warm_until)
-
-
-def _child(queue: multiprocessing.Queue, args: tuple) -> None:  # type: ignore[type-arg]
-    import uvloop
-
-    queue.put(uvloop.run(_run(*args)))
-
-
-def load(port: int, payloads: list[bytes], concurrency: int, seconds: float, warmup: float = 0.3) -> LoadResult:
-    """Run the load from a separate process (so the client never shares the server's interpreter)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, (port, payloads, concurrency, seconds, warmup)))
-    process.start()
-    try:
-        return queue.get(timeout=seconds + warmup + 60)
-    finally:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
+        run(warmup)
+        report = run(seconds)
+    return LoadResult(report["requests"], report["errors"], report["duration_us"] / 1e6,
+                      report["p50_us"] / 1000, report["p99_us"] / 1000)
