@@ -25,7 +25,9 @@ from featurestream.config import Settings, kafka_client_config
 from featurestream.generate import GenerateConfig, generate_demo_data
 from featurestream.online.keys import state_key
 from featurestream.replay import iter_jsonl, replay
+from materializers.stream.redis_sink import RedisSink
 from materializers.stream.runner import StreamMaterializer, StreamOptions
+from materializers.stream.tile_batch import TileBatch
 
 
 def throughput(settings: Settings, events: int) -> dict[str, float]:
@@ -179,7 +181,31 @@ def feast_write_path(settings: Settings, rows: int) -> dict[str, float]:
     return {"rows": rows, "seconds": seconds, "rate": rows / seconds}
 
 
-PARTS = ("throughput", "freshness", "feast")
+def update_cost(settings: Settings, updates: int) -> dict[str, float]:
+    """Real-time traffic on one user: an event every 30 s of event time, each its own micro-batch. Redis's
+    time per TILE_MERGE call (INFO commandstats) once the key holds hours of tiles, pruning included."""
+    client = redis.Redis.from_url(settings.redis_url)
+    view = next(v for v in demo_views(f"cost-{uuid.uuid4().hex[:6]}", None) if v.name == "user_activity")
+    project = f"cost{uuid.uuid4().hex[:8]}"
+    sink = RedisSink(client)
+    start_ms = int(time.time() * 1000) - updates * 30_000
+    try:
+        for i in range(updates):
+            if i == updates // 2:
+                client.config_resetstat()
+            batch = TileBatch(project, view)
+            batch.add((1,), 0, i, start_ms + i * 30_000, {
+                "event_id": f"e{i}", "item_id": i % 50, "price": 2.5, "viewed_price": 2.5,
+                "purchase_value": 3.0 if i % 7 == 0 else None})
+            sink.write([batch], [])
+        calls = client.info("commandstats")["cmdstat_evalsha"]
+        fields = client.hlen(state_key(project, view.name, view.join_keys, (1,)))
+    finally:
+        client.delete(state_key(project, view.name, view.join_keys, (1,)))
+    return {"us_per_update": calls["usec_per_call"], "fields": fields}
+
+
+PARTS = ("throughput", "freshness", "update-cost", "feast")
 
 
 def main() -> None:
@@ -205,6 +231,10 @@ def main() -> None:
             fresh = freshness(settings, rate, args.fresh_seconds)
             print(f"  | {rate:,} | {fresh['achieved_rate']:,.0f} | {fresh['seen']}/{fresh['probes']} | "
                   f"{fresh['p50_ms']:.1f} | {fresh['p99_ms']:.1f} | {fresh['max_ms']:.1f} |")
+    if "update-cost" in parts:
+        cost = update_cost(settings, 3_600)
+        print(f"\n## Redis time per key update, real-time traffic (one event per 30 s per user, 30 h of it)\n"
+              f"  {cost['us_per_update']:.1f} us per TILE_MERGE call; the key holds {cost['fields']} fields")
     if "feast" not in parts:
         return
     print(f"\n## Feast's write path (write_to_online_store, aggregates precomputed), {args.feast_rows:,} rows")

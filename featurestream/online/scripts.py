@@ -8,9 +8,10 @@ from __future__ import annotations
 
 # Many entities per call (KEYS[1..n]); each key is updated atomically on its own, so callers
 # may group keys freely on one Redis and by hash slot on Redis Cluster.
-# ARGV[1]: expiry in ms; ARGV[2]: how far a key's newest event time must advance before it is
-# scanned for old tiles again; ARGV[3]: MessagePack map `column|slide` -> retention + slide (ms): a
-# tile starting at or before newest event time minus that is dropped; ARGV[4]: MessagePack (one
+# ARGV[1]: expiry in ms; ARGV[2]: how far a key's newest event time must advance before its old
+# tiles are dropped again; ARGV[3]: MessagePack map `column|slide` -> [span, slide, field suffixes]:
+# a tile starting at or before newest event time minus span (retention + slide, ms) is dropped, and
+# its fields are `column|slide|start|suffix`; ARGV[4]: MessagePack (one
 # blob: packing is far cheaper than thousands of arguments), a list with per key, in KEYS order,
 # [newest event time, segments]. A segment is [offset field, first offset, last offset, ops], one
 # per source partition.
@@ -21,13 +22,19 @@ from __future__ import annotations
 # 2 partly applied (the caller resends that segment event by event).
 # Each redis.call costs more than the Lua around it, so a key costs one HMGET and one HSET (sums
 # are added here, in doubles as Python adds them, written back in the shortest exact decimal), plus
-# HKEYS, HDEL and PEXPIRE when it is due for pruning.
+# HDEL and PEXPIRE when it is due for pruning. Pruning deletes by name the tiles that left their
+# window since the key's last pruning (event time `_p`): no scan of the hash. A scan (HKEYS and a
+# match per field) runs at a key's first pruning, when more tiles may have left than the hash holds
+# fields (a long gap, or a big batch of history), and once per longest span of event time: it also
+# catches a tile written below an earlier pruning's bound, which only a lagging partition can leave.
 TILE_MERGE = """
 local expiry = ARGV[1]
 local prune_every = tonumber(ARGV[2])
 local keep = cmsgpack.unpack(ARGV[3])
 local updates = cmsgpack.unpack(ARGV[4])
-local format, tonumber, match = string.format, tonumber, string.match
+local format, tonumber, match, floor = string.format, tonumber, string.match, math.floor
+local longest = 0
+for _, spec in pairs(keep) do if spec[1] > longest then longest = spec[1] end end
 local function decimal(x)
   local text = format('%.15g', x)
   if tonumber(text) ~= x then text = format('%.17g', x) end
@@ -87,7 +94,8 @@ for k = 1, #KEYS do
     statuses[s] = status
   end
   -- Old tiles go, and the expiry is renewed, each time the newest event time moves on by prune_every.
-  local prune = newest > tonumber(current['_p'] or '-1') + prune_every
+  local previous = tonumber(current['_p'] or '')
+  local prune = newest > (previous or -1) + prune_every
   if prune then
     current['_p'] = newest
     changed['_p'] = true
@@ -100,11 +108,33 @@ for k = 1, #KEYS do
   if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
   if prune then
     local drop = {}
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      local series, start = match(field, '^([^|]*|%d+)|(%-?%d+)|')
-      local span = series and keep[series]
-      if span and tonumber(start) <= newest - span then drop[#drop + 1] = field end
+    local function gone(field)
+      drop[#drop + 1] = field
       if #drop >= 4000 then redis.call('HDEL', key, unpack(drop)); drop = {} end
+    end
+    local by_name = previous ~= nil and floor(previous / longest) == floor(newest / longest)
+    if by_name then  -- naming costs a field per tile that may have left; a scan, one per field held
+      local names = 0
+      for _, spec in pairs(keep) do names = names + (floor((newest - previous) / spec[2]) + 1) * #spec[3] end
+      by_name = names <= redis.call('HLEN', key)
+    end
+    if by_name then
+      for series, spec in pairs(keep) do
+        local span, slide, suffixes = spec[1], spec[2], spec[3]
+        local start = previous - span
+        start = start - start % slide + slide
+        while start <= newest - span do
+          local prefix = series .. '|' .. format('%d', start) .. '|'
+          for _, suffix in ipairs(suffixes) do gone(prefix .. suffix) end
+          start = start + slide
+        end
+      end
+    else
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        local series, start = match(field, '^([^|]*|%d+)|(%-?%d+)|')
+        local spec = series and keep[series]
+        if spec and tonumber(start) <= newest - spec[1] then gone(field) end
+      end
     end
     if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
     redis.call('PEXPIRE', key, expiry)

@@ -46,8 +46,12 @@ class TileBatch:
         ]
         self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
         retention = series_retention_ms(view)
-        # A tile starting at or before (newest event time - keep[series]) has left every window.
-        self.keep = msgpack.encode({series: ms + int(series.rsplit("|", 1)[1]) for series, ms in retention.items()})
+        # A tile starting at or before (newest event time - span) has left every window: per series
+        # [span, slide, the suffixes of its fields], so the script can name the fields to drop.
+        self.keep = msgpack.encode({
+            f"{s.column}|{s.slide_ms}": [retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms, s.slide_ms,
+                                         [*s.components, *([LAST_KEY] if "lv" in s.components else [])]]
+            for s in self.series})
         # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
