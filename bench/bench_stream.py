@@ -93,6 +93,7 @@ def freshness(settings: Settings, rate: int, seconds: float) -> dict[str, float]
     while not client.exists(warm_key) and time.time() < deadline:
         time.sleep(0.05)
     sent: dict[str, float] = {}
+    order: list[str] = []  # sent keys in send order (appended by the producer loop, read by the poller)
     seen: dict[str, float] = {}
     done = threading.Event()
 
@@ -101,12 +102,11 @@ def freshness(settings: Settings, rate: int, seconds: float) -> dict[str, float]
 
         The time recorded is taken after the reply, so a probe never looks fresher than it was.
         """
-        order = 0  # sent keys before this index were all seen
+        first = 0  # sent keys before this index were all seen
         while not done.is_set() or len(seen) < len(sent):
-            keys = list(sent)
-            while order < len(keys) and keys[order] in seen:
-                order += 1
-            window = [k for k in keys[order:order + POLL_WINDOW] if k not in seen]
+            while first < len(order) and order[first] in seen:
+                first += 1
+            window = [k for k in order[first:first + POLL_WINDOW] if k not in seen]
             if window:
                 pipe = client.pipeline(transaction=False)
                 for key in window:
@@ -134,7 +134,9 @@ def freshness(settings: Settings, rate: int, seconds: float) -> dict[str, float]
         user = 10_000_000 + i if probe else 1 + i % 5_000
         producer.produce(topic, orjson.dumps(_event(i, user)), key=str(user).encode())
         if probe:
-            sent[state_key(project, "user_activity", ("user_id",), (user,))] = time.perf_counter()
+            key = state_key(project, "user_activity", ("user_id",), (user,))
+            sent[key] = time.perf_counter()
+            order.append(key)
         producer.poll(0)
         last_sent[0] = time.perf_counter()
     producer.flush()
