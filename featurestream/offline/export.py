@@ -91,7 +91,7 @@ def export_to_parquet(repo: Path | str | RepoSpecs, entities: EntitySource, out:
                      progress) as job, ThreadPoolExecutor(1, thread_name_prefix="parquet-writer") as pool:
             for table in job.tables():
                 if writer is None:
-                    writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
+                    writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
                 if writing is not None:
                     writing.result()
                 writing = pool.submit(writer.write_table, table)
