@@ -189,6 +189,7 @@ def update_cost(settings: Settings, updates: int) -> dict[str, float]:
     client = redis.Redis.from_url(settings.redis_url)
     view = next(v for v in demo_views(f"cost-{uuid.uuid4().hex[:6]}", None) if v.name == "user_activity")
     project = f"cost{uuid.uuid4().hex[:8]}"
+    key = state_key(project, view.name, view.join_keys, (1,))
     sink = RedisSink(client)
     start_ms = int(time.time() * 1000) - updates * 30_000
     try:
@@ -201,9 +202,9 @@ def update_cost(settings: Settings, updates: int) -> dict[str, float]:
                 "purchase_value": 3.0 if i % 7 == 0 else None})
             sink.write([batch], [])
         calls = client.info("commandstats")["cmdstat_evalsha"]
-        fields = client.hlen(state_key(project, view.name, view.join_keys, (1,)))
+        fields = client.hlen(key)
     finally:
-        client.delete(state_key(project, view.name, view.join_keys, (1,)))
+        client.delete(key)
     return {"us_per_update": calls["usec_per_call"], "fields": fields}
 
 

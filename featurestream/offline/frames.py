@@ -73,13 +73,12 @@ def sort_rows(kid: np.ndarray, t: np.ndarray) -> Rows:
     room = 63 - entity_bits - position_bits
     if room < 0:
         order = np.lexsort((t, kid))
-    else:
-        drop = max(0, time_bits - room)
-        packed = np.sort(((kid + 1) << (room + position_bits)) | (((t - base) >> drop) << position_bits)
-                         | np.arange(len(t)))
-        order = packed & ((1 << position_bits) - 1)
-        return Rows(order, (packed >> (room + position_bits)) - 1, t[order])
-    return Rows(order, kid[order], t[order])
+        return Rows(order, kid[order], t[order])
+    drop = max(0, time_bits - room)
+    packed = np.sort(((kid + 1) << (room + position_bits)) | (((t - base) >> drop) << position_bits)
+                     | np.arange(len(t)))
+    order = packed & ((1 << position_bits) - 1)
+    return Rows(order, (packed >> (room + position_bits)) - 1, t[order])  # entity ids read off the sorted keys
 
 
 def scatter(values: pa.Array | pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
