@@ -18,11 +18,21 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from featurestream.definitions import RepoSpecs, StreamViewSpec, check_repo, load_repo
+from featurestream.definitions import AggregationSpec, RepoSpecs, StreamViewSpec, check_repo, load_repo
 from tests.conftest import CLI, FEATURE_REPO
 
+MINUTE = 60_000
 HOUR = 3_600_000
 START = 1_795_000_000_000
+# Functions the demo views do not use, over a column with nulls (price) and a udf-derived one.
+EXTRA = (
+    AggregationSpec("price_min_10m", "price", "min", 10 * MINUTE, MINUTE),
+    AggregationSpec("price_var_1h", "price", "var", HOUR, 5 * MINUTE),
+    AggregationSpec("price_stddev_1h", "price", "stddev", HOUR, 5 * MINUTE),
+    AggregationSpec("price_mean_2h", "price", "mean", 2 * HOUR, 30 * MINUTE),
+    AggregationSpec("purchase_last_1h", "purchase_value", "last", HOUR, MINUTE),
+    AggregationSpec("purchase_count_1h", "purchase_id", "count", HOUR, MINUTE),
+)
 
 _DEMO_SPECS: RepoSpecs | None = None
 
@@ -41,6 +51,14 @@ def retarget(topic: str, event_log: Path) -> list[StreamViewSpec]:
         source = dataclasses.replace(view.source, topic=topic, event_log_path=str(event_log))
         views.append(dataclasses.replace(view, source=source))
     return views
+
+
+def price_stats_view(activity: StreamViewSpec) -> StreamViewSpec:
+    """A view like `activity` (same source, udf and entity) using every aggregation function the demo does not."""
+    return dataclasses.replace(
+        activity, name="price_stats", aggregations=EXTRA,
+        feature_types={a.name: "Float64" if a.function in ("var", "stddev", "mean") or a.column == "purchase_value"
+                       else "Int64" if a.function == "count" else "Float64" for a in EXTRA})
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 # ARGV[1]: expiry in ms; ARGV[2]: how far a key's newest event time must advance before its old
 # tiles are dropped again; ARGV[3]: MessagePack map `column|slide` -> [span, slide, field suffixes]:
 # a tile starting at or before newest event time minus span (retention + slide, ms) is dropped, and
-# its fields are `column|slide|start|suffix`; ARGV[4]: MessagePack (one
-# blob: packing is far cheaper than thousands of arguments), a list with per key, in KEYS order,
-# [newest event time, segments]. A segment is [offset field, first offset, last offset, ops], one
-# per source partition.
-# An op is [i|f, field, delta] (integer / float add; a float delta is a MessagePack double, exact),
-# [<|>, field, value] (keep min / max; the value as a string, written as given) or
-# [l, field, value, keyfield, orderkey] (keep the value with the greatest fixed-width order key).
+# its fields are `column|slide|start|suffix`; ARGV[4]: MessagePack (one blob: packing is far
+# cheaper than thousands of arguments), a list with per key, in KEYS order, one flat list (unpacking
+# builds a Lua table per list: nested lists would cost one per op, and most of the script's time)
+# [newest event time, number of segments, segment, segment, ...]; a segment, one per source
+# partition, is offset field, first offset, last offset, the number of elements of its ops, ops.
+# An op is i|f, field, delta (integer / float add; a float delta is a MessagePack double, exact),
+# <|>, field, value (keep min / max; the value as a string, written as given) or
+# l, field, value, keyfield, orderkey (keep the value with the greatest fixed-width order key).
 # Returns per key a list of per-segment statuses: 0 applied, 1 already applied (skipped),
 # 2 partly applied (the caller resends that segment event by event).
 # Each redis.call costs more than the Lua around it, so a key costs one HMGET and one HSET (sums
@@ -43,15 +44,25 @@ end
 local out = {}
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local newest = updates[k][1]
-  local segments = updates[k][2]
+  local update = updates[k]
+  local newest = update[1]
   -- One read for the fences, the prune mark and every value an op adds to or compares with.
   local fields = {'_p'}
-  for _, segment in ipairs(segments) do
-    fields[#fields + 1] = segment[1]
-    for _, op in ipairs(segment[4]) do
-      fields[#fields + 1] = op[2]
-      if op[1] == 'l' then fields[#fields + 1] = op[4] end
+  local starts = {}
+  local p = 3
+  for s = 1, update[2] do
+    starts[s] = p
+    fields[#fields + 1] = update[p]
+    local stop = p + 4 + update[p + 3]
+    p = p + 4
+    while p < stop do
+      fields[#fields + 1] = update[p + 1]
+      if update[p] == 'l' then
+        fields[#fields + 1] = update[p + 3]
+        p = p + 5
+      else
+        p = p + 3
+      end
     end
   end
   local read = redis.call('HMGET', key, unpack(fields))
@@ -59,36 +70,40 @@ for k = 1, #KEYS do
   for j, field in ipairs(fields) do current[field] = read[j] end
   local changed = {}
   local statuses = {}
-  for s, segment in ipairs(segments) do
-    local ofield = segment[1]
+  for s, start in ipairs(starts) do
+    local ofield = update[start]
     local stored = tonumber(current[ofield] or '-1')
     local status = 0
-    if stored >= segment[3] then status = 1 elseif stored >= segment[2] then status = 2 end
+    if stored >= update[start + 2] then status = 1 elseif stored >= update[start + 1] then status = 2 end
     if status == 0 then
-      for _, op in ipairs(segment[4]) do
-        local kind, field = op[1], op[2]
+      local p, stop = start + 4, start + 4 + update[start + 3]
+      while p < stop do
+        local kind, field, value = update[p], update[p + 1], update[p + 2]
         if kind == 'i' then
-          current[field] = format('%d', (tonumber(current[field]) or 0) + op[3])
+          current[field] = format('%d', (tonumber(current[field]) or 0) + value)
           changed[field] = true
         elseif kind == 'f' then
-          current[field] = decimal((tonumber(current[field]) or 0) + op[3])
+          current[field] = decimal((tonumber(current[field]) or 0) + value)
           changed[field] = true
         elseif kind == 'l' then
-          local old = current[op[4]]
-          if (not old) or old < op[5] then
-            current[field] = op[3]; current[op[4]] = op[5]
-            changed[field] = true; changed[op[4]] = true
+          local keyfield, order = update[p + 3], update[p + 4]
+          local old = current[keyfield]
+          if (not old) or old < order then
+            current[field] = value; current[keyfield] = order
+            changed[field] = true; changed[keyfield] = true
           end
+          p = p + 2
         else
           local old = current[field]
-          if (not old) or (kind == '<' and tonumber(op[3]) < tonumber(old))
-              or (kind == '>' and tonumber(op[3]) > tonumber(old)) then
-            current[field] = op[3]
+          if (not old) or (kind == '<' and tonumber(value) < tonumber(old))
+              or (kind == '>' and tonumber(value) > tonumber(old)) then
+            current[field] = value
             changed[field] = true
           end
         end
+        p = p + 3
       end
-      current[ofield] = segment[3]
+      current[ofield] = update[start + 2]
       changed[ofield] = true
     end
     statuses[s] = status
@@ -145,8 +160,9 @@ return out
 """
 
 # Many entities per call (KEYS[1..n]), each compared-and-set on its own.
-# ARGV[1]: expiry in ms; then per key: expected version ('' when the key did not exist),
-# new encoded state, number of offset pairs, then pairs of offset field, offset.
+# ARGV[1]: expiry in ms; then per key: expected version ('' when the key did not exist), the
+# version to store (a token unique to the writer and the write), new encoded state, number of
+# offset pairs, then pairs of offset field, offset.
 # Returns per key 1 when written, 0 when someone else wrote first (the caller re-reads and retries).
 SESSION_CAS = """
 local out = {}
@@ -154,13 +170,11 @@ local i = 2
 for k = 1, #KEYS do
   local key = KEYS[k]
   local expected = ARGV[i]
-  local state = ARGV[i + 1]
-  local npairs = tonumber(ARGV[i + 2])
-  local first_pair = i + 3
+  local npairs = tonumber(ARGV[i + 3])
+  local first_pair = i + 4
+  local fields = {'s', ARGV[i + 2], 'v', ARGV[i + 1]}
   i = first_pair + 2 * npairs
-  local version = redis.call('HGET', key, 'v') or ''
-  if version == expected then
-    local fields = {'s', state, 'v', (tonumber(version) or 0) + 1}
+  if (redis.call('HGET', key, 'v') or '') == expected then
     for j = first_pair, i - 1 do fields[#fields + 1] = ARGV[j] end
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ARGV[1])

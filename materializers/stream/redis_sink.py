@@ -1,9 +1,12 @@
-"""Writes one micro-batch to Redis: fenced tile merges and session compare-and-set, pipelined.
+"""Writes one micro-batch to Redis: fenced tile merges and session compare-and-set.
 
 Keys go many to a script call (each key still updated atomically on its own),
-grouped by hash slot on Redis Cluster. A normal batch costs two round trips
-(tile merges with session reads, then session writes); conflicts, which happen
-only after crashes or rebalances, cost more but never double count.
+grouped by hash slot on Redis Cluster. Commands stream out while the rest are
+built (`commands.CommandStream`). A normal batch costs one round trip: tile merges,
+then compare-and-set of the session keys this process wrote last (their state is
+cached), and reads of the others, which are written in a second round trip.
+Conflicts, which happen only after crashes, rebalances or a second writer, cost
+more round trips but never double count.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import redis
 from msgspec import msgpack
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import NoScriptError
 
 from featurestream.online.scripts import SESSION_CAS, TILE_MERGE
+from materializers.stream.commands import CommandStream, ClusterCommands, command_stream
 from materializers.stream.metrics import REDIS_RETRIES
 from materializers.stream.session_batch import SessionBatch
+from materializers.stream.session_cache import SessionCache, StoredSession
 from materializers.stream.tile_batch import Segment, TileBatch
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,9 @@ PARTLY_APPLIED = 2
 MAX_CAS_ROUNDS = 50
 KEYS_PER_CALL = 200
 T = TypeVar("T")
+Commands = CommandStream | ClusterCommands
+# (batch, entity, key, what Redis holds) of a session key ready for its compare-and-set
+Ready = tuple[SessionBatch, Any, str, StoredSession]
 
 
 class RedisSink:
@@ -36,6 +45,7 @@ class RedisSink:
         self._cluster = isinstance(client, RedisCluster)
         self._tile_merge = client.register_script(TILE_MERGE)
         self._session_cas = client.register_script(SESSION_CAS)
+        self._sessions = SessionCache()
 
     def write(self, tiles: list[TileBatch], sessions: list[SessionBatch]) -> None:
         """Apply the batch, retrying with backoff while Redis is unreachable (safe: every write is fenced)."""
@@ -44,6 +54,9 @@ class RedisSink:
             try:
                 self._write_once(tiles, sessions)
                 return
+            except NoScriptError:  # a restarted or flushed Redis: load the scripts, then send it all again
+                for script in (self._tile_merge, self._session_cas):
+                    self.client.script_load(script.script)
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
                 REDIS_RETRIES.inc()
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
@@ -64,22 +77,49 @@ class RedisSink:
                 yield bucket[start:start + KEYS_PER_CALL]
 
     def _write_once(self, tiles: list[TileBatch], sessions: list[SessionBatch]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        tile_groups = []
+        to_read: list[tuple[SessionBatch, Any, str]] = []
+        ready: list[Ready] = []
+        for batch in sessions:
+            for entity in batch.entities():
+                key = batch.key(entity)
+                stored = self._sessions.get(key, batch.partitions(entity))
+                if stored is None:
+                    to_read.append((batch, entity, key))
+                else:
+                    ready.append((batch, entity, key, stored))
+        first = True
+        for _ in range(MAX_CAS_ROUNDS):
+            commands = command_stream(self.client)
+            tile_groups = self._send_tiles(commands, tiles) if first else []
+            for batch, entity, key in to_read:
+                commands.send("HMGET", key, *batch.read_fields(entity))
+            cas = self._send_cas(commands, ready)
+            replies = _raise_errors(commands.replies())
+            if first:
+                self._resend_partly_applied(tile_groups, replies[:len(tile_groups)])
+                first = False
+            reads = replies[len(tile_groups):len(tile_groups) + len(to_read)]
+            failed = self._settle_cas(cas, replies[len(tile_groups) + len(to_read):])
+            ready = [(batch, entity, key, batch.stored(entity, read))
+                     for (batch, entity, key), read in zip(to_read, reads, strict=True)]
+            to_read = failed
+            if not ready and not to_read:
+                return
+        raise RuntimeError(f"session state of {len(to_read)} entities kept changing under us; another writer?")
+
+    def _send_tiles(self, commands: Commands, tiles: list[TileBatch]) -> list[tuple[TileBatch, list[Any]]]:
+        groups = []
         for batch in tiles:
             for group in self._groups(batch.calls(), lambda call: call[0]):
-                updates = msgpack.encode([update for _, update, _ in group])
-                self._tile_merge(keys=[key for key, _, _ in group],
-                                 args=[batch.expiry_ms, batch.prune_every_ms, batch.keep, updates], client=pipe)
-                tile_groups.append((batch, group))
-        session_entities = [(batch, entity) for batch in sessions for entity in batch.entities()]
-        for batch, entity in session_entities:
-            pipe.hmget(batch.key(entity), batch.read_fields(entity))
-        results = pipe.execute()
-        self._resend_partly_applied(tile_groups, results[: len(tile_groups)])
-        self._write_sessions(session_entities, results[len(tile_groups):])
+                self._send_tile_merge(commands, batch, [key for key, _, _ in group], [update for _, update, _ in group])
+                groups.append((batch, group))
+        return groups
 
-    def _resend_partly_applied(self, groups: list[tuple[TileBatch, list[Any]]], results: list[list[list[int]]]) -> None:
+    def _send_tile_merge(self, commands: Commands, batch: TileBatch, keys: list[str], updates: list[Any]) -> None:
+        commands.send("EVALSHA", self._tile_merge.sha, len(keys), *keys, batch.expiry_ms, batch.prune_every_ms,
+                      batch.keep, msgpack.encode(updates))
+
+    def _resend_partly_applied(self, groups: list[tuple[TileBatch, list[Any]]], results: list[list[int]]) -> None:
         resend: list[tuple[TileBatch, str, int, Segment]] = []
         for (batch, group), per_key in zip(groups, results, strict=True):
             for (key, _, segments), statuses in zip(group, per_key, strict=True):
@@ -88,42 +128,49 @@ class RedisSink:
                         resend.append((batch, key, partition, segment))
         if not resend:
             return
-        pipe = self.client.pipeline(transaction=False)
+        commands = command_stream(self.client)
         for batch, key, partition, segment in resend:
-            update = msgpack.encode([batch.single_event_update(partition, segment)])
-            self._tile_merge(keys=[key], args=[batch.expiry_ms, batch.prune_every_ms, batch.keep, update],
-                             client=pipe)
-        pipe.execute()
+            self._send_tile_merge(commands, batch, [key], [batch.single_event_update(partition, segment)])
+        _raise_errors(commands.replies())
 
-    def _write_sessions(self, entities: list[tuple[SessionBatch, Any]], reads: list[list[Any]]) -> None:
-        pending = list(zip(entities, reads, strict=True))
-        for _ in range(MAX_CAS_ROUNDS):
-            updates = []
-            for (batch, entity), read in pending:
-                key_args = batch.update(entity, read)
-                if key_args is not None:
-                    updates.append((batch, entity, key_args))
-            if not updates:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            sent = []
-            for group in self._groups(updates, lambda update: update[0].key(update[1])):
-                by_batch: dict[int, list[tuple[SessionBatch, Any, list[Any]]]] = {}
-                for update in group:
-                    by_batch.setdefault(id(update[0]), []).append(update)
-                for same in by_batch.values():
-                    args: list[Any] = [same[0][0].expiry_ms]
-                    for _, _, key_args in same:
-                        args += key_args
-                    self._session_cas(keys=[b.key(e) for b, e, _ in same], args=args, client=pipe)
-                    sent.append(same)
-            written = pipe.execute()
-            retry = [(b, e) for same, oks in zip(sent, written, strict=True)
-                     for (b, e, _), ok in zip(same, oks, strict=True) if not ok]
-            if not retry:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            for batch, entity in retry:
-                pipe.hmget(batch.key(entity), batch.read_fields(entity))
-            pending = list(zip(retry, pipe.execute(), strict=True))
-        raise RuntimeError(f"session state of {len(pending)} entities kept changing under us; another writer?")
+    def _send_cas(self, commands: Commands, ready: list[Ready]) -> list[list[Any]]:
+        """Send the compare-and-set of every key with events to apply; returns the sent calls' updates."""
+        updates = []
+        for batch, entity, key, stored in ready:
+            new = batch.update(entity, stored)
+            if new is not None:
+                updates.append((batch, entity, key, stored, *new, self._sessions.new_version()))
+        sent = []
+        for group in self._groups(updates, lambda update: update[2]):
+            by_batch: dict[int, list[Any]] = {}
+            for update in group:
+                by_batch.setdefault(id(update[0]), []).append(update)
+            for same in by_batch.values():
+                args: list[Any] = [same[0][0].expiry_ms]
+                for batch, _, _, stored, blob, offsets, version in same:
+                    args += [stored.version, version, blob, len(offsets)]
+                    for partition, offset in sorted(offsets.items()):
+                        args += [batch.offset_field(partition), offset]
+                commands.send("EVALSHA", self._session_cas.sha, len(same), *(update[2] for update in same), *args)
+                sent.append(same)
+        return sent
+
+    def _settle_cas(self, sent: list[list[Any]], replies: list[list[int]]) -> list[tuple[SessionBatch, Any, str]]:
+        """Cache what was written; returns the keys somebody else wrote first, to read and retry."""
+        failed = []
+        for same, oks in zip(sent, replies, strict=True):
+            for (batch, entity, key, stored, blob, offsets, version), ok in zip(same, oks, strict=True):
+                if ok:
+                    self._sessions.put(key, StoredSession(version, blob, {**stored.applied, **offsets}))
+                else:
+                    self._sessions.drop(key)
+                    failed.append((batch, entity, key))
+        return failed
+
+
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    """The replies, once none is an error (the first one found is raised; fenced writes make a retry safe)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

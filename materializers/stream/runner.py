@@ -115,6 +115,7 @@ class StreamMaterializer:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 65536,
         })
         self._consumer = consumer
         consumer.subscribe(list(self.pipelines), on_assign=self._on_assign, on_revoke=self._on_revoke,

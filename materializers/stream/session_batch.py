@@ -1,8 +1,9 @@
 """One micro-batch of a session view: read-modify-write of each entity's sessions, fenced by offsets.
 
 Session merges (an out-of-order event filling a gap) need the whole state, so
-unlike tiles the state is read, updated in Python with `featurestream.windows.sessions`
-and written back with a compare-and-set on its version. Events at or below the
+unlike tiles the state is read (or taken from this process's cache of what it last
+wrote), updated in Python with `featurestream.windows.sessions` and written back with
+a compare-and-set on its version. Events at or below the
 stored offset of their partition were applied before a crash and are skipped.
 """
 
@@ -15,6 +16,7 @@ from featurestream.online.keys import offset_field
 from featurestream.online.series import order_key
 from featurestream.windows import sessions
 from materializers.stream.key_cache import cached_state_keys
+from materializers.stream.session_cache import StoredSession
 
 EXPIRY_MARGIN_MS = 3_600_000
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
@@ -50,21 +52,28 @@ class SessionBatch:
     def entities(self) -> list[tuple[Any, ...]]:
         return list(self._events)
 
-    def _partitions(self, entity: tuple[Any, ...]) -> list[int]:
+    def partitions(self, entity: tuple[Any, ...]) -> list[int]:
         return sorted({partition for partition, *_ in self._events[entity]})
 
-    def read_fields(self, entity: tuple[Any, ...]) -> list[str]:
-        return ["v", "s", *(offset_field(self.topic, p) for p in self._partitions(entity))]
+    def offset_field(self, partition: int) -> str:
+        return offset_field(self.topic, partition)
 
-    def update(self, entity: tuple[Any, ...], read: list[bytes | None]) -> list[Any] | None:
-        """This key's part of a SESSION_CAS call, or None when every event was applied already."""
+    def read_fields(self, entity: tuple[Any, ...]) -> list[str]:
+        return ["v", "s", *(offset_field(self.topic, p) for p in self.partitions(entity))]
+
+    def stored(self, entity: tuple[Any, ...], read: list[bytes | None]) -> StoredSession:
+        """The reply to HMGET of `read_fields(entity)`, parsed."""
         version, blob, *offsets = read
-        partitions = self._partitions(entity)
-        applied = {p: int(o) if o is not None else -1 for p, o in zip(partitions, offsets, strict=True)}
+        applied = {p: int(o) if o is not None else -1 for p, o in zip(self.partitions(entity), offsets, strict=True)}
+        return StoredSession(version.decode() if version is not None else "", blob, applied)
+
+    def update(self, entity: tuple[Any, ...], stored: StoredSession) -> tuple[bytes, dict[int, int]] | None:
+        """The entity's new encoded state and last offset per partition, or None when every event was applied."""
+        applied = stored.applied
         fresh = [e for e in self._events[entity] if e[1] > applied[e[0]]]
         if not fresh:
             return None
-        state = sessions.decode(blob) if blob else []
+        state = sessions.decode(stored.blob) if stored.blob else []
         ordered = self._ordered
         for partition, offset, ts_ms, values in fresh:
             key = order_key(ts_ms, partition, offset) if ordered else None
@@ -74,7 +83,4 @@ class SessionBatch:
         last_offsets: dict[int, int] = {}
         for partition, offset, *_ in fresh:
             last_offsets[partition] = offset
-        args: list[Any] = [version.decode() if version is not None else "", sessions.encode(state), len(last_offsets)]
-        for partition, offset in sorted(last_offsets.items()):
-            args += [offset_field(self.topic, partition), offset]
-        return args
+        return sessions.encode(state), last_offsets

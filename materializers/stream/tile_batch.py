@@ -74,50 +74,52 @@ class TileBatch:
         return len(self.segments)
 
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
-        """One key's part of a TILE_MERGE call: [newest event time, segments]."""
-        return [max(segment.max_ts for _, segment in segments), [
-            [offset_field(self.topic, partition), segment.first, segment.last, self._ops(partition, segment.cells)]
-            for partition, segment in segments
-        ]]
+        """One key's part of a TILE_MERGE call, flat: newest event time, number of segments, segments."""
+        update: list[Any] = [max(segment.max_ts for _, segment in segments), len(segments)]
+        for partition, segment in segments:
+            self._segment(update, partition, segment.first, segment.last, segment.cells)
+        return update
 
     def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
         """(key, its update, its segments in update order) for every entity in the batch."""
         out = []
         for entity, by_partition in self.segments.items():
-            segments = sorted(by_partition.items())
+            segments = sorted(by_partition.items()) if len(by_partition) > 1 else list(by_partition.items())
             out.append((self.key(entity), self.key_update(segments), segments))
         return out
 
     def single_event_update(self, partition: int, segment: Segment) -> list[Any]:
         """One key's update replaying `segment` event by event, each its own fenced segment."""
-        fenced = []
-        field = offset_field(self.topic, partition)
+        update: list[Any] = [segment.max_ts, len(segment.events)]
         for offset, ts_ms, row in segment.events:
             cells: dict[tuple[int, int], list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, offset, row)
-            fenced.append([field, offset, offset, self._ops(partition, cells)])
-        return [segment.max_ts, fenced]
+            self._segment(update, partition, offset, offset, cells)
+        return update
 
-    def _ops(self, partition: int, cells: dict[tuple[int, int], list[Any]]) -> list[list[Any]]:
-        ops: list[list[Any]] = []
+    def _segment(self, update: list[Any], partition: int, first: int, last: int,
+                 cells: dict[tuple[int, int], list[Any]]) -> None:
+        """Append one fenced segment: offset field, first and last offset, its ops' length, its ops."""
+        header = len(update) + 3
+        update += (offset_field(self.topic, partition), first, last, 0)
         for (index, tile), cell in cells.items():
             series = self.series[index]
             prefix = f"{series.column}|{series.slide_ms}|{tile}|"
             for component in series.components:
                 if component == "n":
-                    ops.append(["i", prefix + "n", cell[N]])
+                    update += ("i", prefix + "n", cell[N])
                 elif component == "s":
-                    ops.append(["f", prefix + "s", float(cell[S])])
+                    update += ("f", prefix + "s", float(cell[S]))
                 elif component == "q":
-                    ops.append(["f", prefix + "q", float(cell[Q])])
+                    update += ("f", prefix + "q", float(cell[Q]))
                 elif component == "lo" and cell[LO] is not None:
-                    ops.append(["<", prefix + "lo", repr(cell[LO])])
+                    update += ("<", prefix + "lo", repr(cell[LO]))
                 elif component == "hi" and cell[HI] is not None:
-                    ops.append([">", prefix + "hi", repr(cell[HI])])
+                    update += (">", prefix + "hi", repr(cell[HI]))
                 elif component == "lv" and cell[LK] is not None:
-                    ops.append(["l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY,
-                                order_key(cell[LK][0], partition, cell[LK][1])])
-        return ops
+                    update += ("l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY,
+                               order_key(cell[LK][0], partition, cell[LK][1]))
+        update[header] = len(update) - header - 1
 
 
 def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[Any]], ts_ms: int,

@@ -12,7 +12,9 @@ import redis
 
 from featurestream.definitions import StreamViewSpec
 from materializers.stream.runner import StreamMaterializer, StreamOptions
-from tests.streams import create_topic, encode, mismatches, produce, random_stream, reference_events, retarget
+from tests.streams import (
+    create_topic, encode, mismatches, price_stats_view, produce, random_stream, reference_events, retarget,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 HOUR = 3_600_000
@@ -32,6 +34,7 @@ def test_windows_and_sessions_equal_the_reference(seed: int, tmp_path: Path, red
     rng = random.Random(seed)
     create_topic(kafka_bootstrap, topic_name, 3)
     views = retarget(topic_name, tmp_path / "log")
+    views.append(price_stats_view(next(v for v in views if v.name == "user_activity")))
     lateness = views[0].source.lateness_ms
     start = 1_795_000_000_000
     events = random_stream(rng, 900, users=12, items=6, start_ms=start, span_ms=5 * HOUR, lateness_ms=lateness)

@@ -12,23 +12,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurestream.definitions import AggregationSpec, RepoSpecs, StreamViewSpec
+from featurestream.definitions import RepoSpecs, StreamViewSpec
 from featurestream.offline import OfflineError, export
 from materializers.stream.event_log import EventLogWriter
 from tests.reference import agrees
-from tests.streams import HOUR, START, demo_specs, epoch_ms, expected_features, random_stream, reference_events
-
-MINUTE = 60_000
-# Functions the demo views do not use, over a column with nulls (price) and a udf-derived one.
-EXTRA = (
-    AggregationSpec("price_min_10m", "price", "min", 10 * MINUTE, MINUTE),
-    AggregationSpec("price_var_1h", "price", "var", HOUR, 5 * MINUTE),
-    AggregationSpec("price_stddev_1h", "price", "stddev", HOUR, 5 * MINUTE),
-    AggregationSpec("price_mean_2h", "price", "mean", 2 * HOUR, 30 * MINUTE),
-    AggregationSpec("purchase_last_1h", "purchase_value", "last", HOUR, MINUTE),
-    AggregationSpec("purchase_count_1h", "purchase_id", "count", HOUR, MINUTE),
+from tests.streams import (
+    HOUR, MINUTE, START, demo_specs, epoch_ms, expected_features, price_stats_view, random_stream, reference_events,
 )
-
 
 def specs_with_log(event_log: Path) -> RepoSpecs:
     """The demo specs reading `event_log`, plus a view using every other aggregation function."""
@@ -36,11 +26,7 @@ def specs_with_log(event_log: Path) -> RepoSpecs:
     views = {}
     for name, view in demo.stream_views.items():
         views[name] = dataclasses.replace(view, source=dataclasses.replace(view.source, event_log_path=str(event_log)))
-    activity = views["user_activity"]
-    views["price_stats"] = dataclasses.replace(
-        activity, name="price_stats", aggregations=EXTRA,
-        feature_types={a.name: "Float64" if a.function in ("var", "stddev", "mean") or a.column == "purchase_value"
-                       else "Int64" if a.function == "count" else "Float64" for a in EXTRA})
+    views["price_stats"] = price_stats_view(views["user_activity"])
     return dataclasses.replace(demo, stream_views=views)
 
 

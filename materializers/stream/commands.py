@@ -1,0 +1,79 @@
+"""Commands sent to Redis as they are built, replies read once all are sent.
+
+A micro-batch's commands go out in chunks while the next ones are still being
+built, so Redis runs the scripts of one chunk while Python prepares the next: the
+two processes work side by side instead of taking turns. One connection keeps
+them in order. Redis Cluster routes by slot, so there they go as a pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+SEND_EVERY = 64  # commands per socket write: small commands (HMGET) are not worth a syscall each
+
+
+class CommandStream:
+    """Send now, read later; `replies` returns one reply (or the ResponseError) per command, in order."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection = self._pool.get_connection()
+        self._unsent: list[tuple[Any, ...]] = []
+        self._sent = 0
+
+    def send(self, *args: Any) -> None:
+        self._unsent.append(args)
+        if len(self._unsent) >= SEND_EVERY or len(args) > SEND_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._unsent:
+            connection = self._connection
+            try:
+                connection.send_packed_command(connection.pack_commands(self._unsent), check_health=False)
+            except BaseException:
+                self._close(broken=True)
+                raise
+            self._sent += len(self._unsent)
+            self._unsent = []
+
+    def replies(self) -> list[Any]:
+        self._flush()
+        out: list[Any] = []
+        try:
+            for _ in range(self._sent):
+                try:
+                    out.append(self._connection.read_response())
+                except redis.ResponseError as error:  # an error reply: the stream stays in step
+                    out.append(error)
+        except BaseException:
+            self._close(broken=True)
+            raise
+        self._close(broken=False)
+        return out
+
+    def _close(self, broken: bool) -> None:
+        if broken:  # replies may be left unread: the connection must not be reused
+            self._connection.disconnect()
+        self._pool.release(self._connection)
+
+
+class ClusterCommands:
+    """The same interface over a cluster pipeline: commands are routed by slot, replies come in order."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._pipe = client.pipeline()
+
+    def send(self, *args: Any) -> None:
+        self._pipe.execute_command(*args)
+
+    def replies(self) -> list[Any]:
+        return self._pipe.execute(raise_on_error=False)
+
+
+def command_stream(client: redis.Redis) -> CommandStream | ClusterCommands:
+    return ClusterCommands(client) if isinstance(client, RedisCluster) else CommandStream(client)
