@@ -36,6 +36,7 @@ class SessionBatch:
         # Only `last` reads the order key: formatting one per event is skipped for views without it.
         self._ordered = any(function == "last" for _, function, _ in self.columns)
         self._events: dict[tuple[Any, ...], list[tuple[int, int, int, dict[str, tuple[str, Any]]]]] = {}
+        self._partitions: dict[tuple[Any, ...], list[int]] = {}  # filled once events stop arriving
         self.key = cached_state_keys(project, view)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
@@ -53,7 +54,12 @@ class SessionBatch:
         return list(self._events)
 
     def partitions(self, entity: tuple[Any, ...]) -> list[int]:
-        return sorted({partition for partition, *_ in self._events[entity]})
+        """The source partitions of the entity's events, ascending (asked for several times per entity)."""
+        known = self._partitions.get(entity)
+        if known is None:
+            events = self._events[entity]
+            known = self._partitions[entity] = [events[0][0]] if len(events) == 1 else sorted({e[0] for e in events})
+        return known
 
     def offset_field(self, partition: int) -> str:
         return offset_field(self.topic, partition)
