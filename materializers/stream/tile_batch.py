@@ -9,6 +9,7 @@ crash or rebalance) is resent event by event, so no event counts twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import orjson
@@ -16,7 +17,9 @@ from msgspec import msgpack
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.keys import offset_field
-from featurestream.online.series import LAST_KEY, order_key, retention_ms, series_retention_ms, view_series
+from featurestream.online.series import (
+    LAST_KEY, Series, order_key, retention_ms, series_retention_ms, view_series,
+)
 from materializers.stream.key_cache import cached_state_keys
 
 EXPIRY_MARGIN_MS = 3_600_000
@@ -56,6 +59,7 @@ class TileBatch:
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
         self.key = cached_state_keys(project, view)
+        self._emitters = _emitters_of(self.series)
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         by_partition = self.segments.get(entity)
@@ -102,24 +106,46 @@ class TileBatch:
         """Append one fenced segment: offset field, first and last offset, its ops' length, its ops."""
         header = len(update) + 3
         update += (offset_field(self.topic, partition), first, last, 0)
-        for (index, tile), cell in cells.items():
-            series = self.series[index]
-            prefix = f"{series.column}|{series.slide_ms}|{tile}|"
-            for component in series.components:
-                if component == "n":
-                    update += ("i", prefix + "n", cell[N])
-                elif component == "s":
-                    update += ("f", prefix + "s", float(cell[S]))
-                elif component == "q":
-                    update += ("f", prefix + "q", float(cell[Q]))
-                elif component == "lo" and cell[LO] is not None:
-                    update += ("<", prefix + "lo", repr(cell[LO]))
-                elif component == "hi" and cell[HI] is not None:
-                    update += (">", prefix + "hi", repr(cell[HI]))
-                elif component == "lv" and cell[LK] is not None:
-                    update += ("l", prefix + "lv", encode_value(cell[LV]), prefix + LAST_KEY,
-                               order_key(cell[LK][0], partition, cell[LK][1]))
+        emitters = self._emitters
+        for where, cell in cells.items():
+            emit = emitters.get(where)
+            if emit is None:
+                emit = self._tile_emitters(where)
+            for kind, name, slot, key_name in emit:
+                if kind == "i":
+                    update += ("i", name, cell[slot])
+                elif kind == "f":
+                    update += ("f", name, float(cell[slot]))
+                elif kind == "l":
+                    if cell[LK] is not None:
+                        update += ("l", name, encode_value(cell[LV]), key_name,
+                                   order_key(cell[LK][0], partition, cell[LK][1]))
+                elif cell[slot] is not None:
+                    update += (kind, name, repr(cell[slot]))
         update[header] = len(update) - header - 1
+
+    def _tile_emitters(self, where: tuple[int, int]) -> list[tuple[str, str, int, str | None]]:
+        """(op kind, field, cell slot, order-key field) per component of one tile, named once per view."""
+        index, tile = where
+        series = self.series[index]
+        prefix = f"{series.column}|{series.slide_ms}|{tile}|"
+        emit = [(_OPS[c][0], prefix + c, _OPS[c][1], prefix + LAST_KEY if c == "lv" else None)
+                for c in series.components]
+        if len(self._emitters) >= EMITTER_CACHE_SIZE:
+            self._emitters.clear()
+        self._emitters[where] = emit
+        return emit
+
+
+# component -> (TILE_MERGE op kind, cell slot)
+_OPS = {"n": ("i", N), "s": ("f", S), "q": ("f", Q), "lo": ("<", LO), "hi": (">", HI), "lv": ("l", LV)}
+EMITTER_CACHE_SIZE = 1 << 16
+
+
+@cache
+def _emitters_of(series: tuple[Series, ...]) -> dict[tuple[int, int], list[tuple[str, str, int, str | None]]]:
+    """The tile field names of one view's series, across micro-batches: most events fall in the last ones' tiles."""
+    return {}
 
 
 def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[Any]], ts_ms: int,
@@ -143,7 +169,7 @@ def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[A
         if has_hi and (cell[HI] is None or value > cell[HI]):
             cell[HI] = value
         if has_last:
-            key = (ts_ms, offset)  # the cell's partition is fixed: the order key is formatted once, in _ops
+            key = (ts_ms, offset)  # the cell's partition is fixed: the order key is formatted once, in _segment
             if cell[LK] is None or key > cell[LK]:
                 cell[LK] = key
                 cell[LV] = value
