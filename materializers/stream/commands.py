@@ -8,7 +8,8 @@ them in order. Redis Cluster routes by slot, so there they go as a pipeline.
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import redis
 from redis.cluster import RedisCluster
@@ -17,13 +18,27 @@ SEND_EVERY = 64  # commands per socket write: small commands (HMGET) are not wor
 
 
 class CommandStream:
-    """Send now, read later; `replies` returns one reply (or the ResponseError) per command, in order."""
+    """Send now, read later; `replies` returns one reply (or the ResponseError) per command, in order.
+
+    A context manager: the connection goes back to the pool on the way out, closed first if replies
+    may be left unread (an error before or while reading them).
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._connection = self._pool.get_connection()
         self._unsent: list[tuple[Any, ...]] = []
         self._sent = 0
+        self._read = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if not self._read:
+            self._connection.disconnect()
+        self._pool.release(self._connection)
 
     def send(self, *args: Any) -> None:
         self._unsent.append(args)
@@ -33,33 +48,20 @@ class CommandStream:
     def _flush(self) -> None:
         if self._unsent:
             connection = self._connection
-            try:
-                connection.send_packed_command(connection.pack_commands(self._unsent), check_health=False)
-            except BaseException:
-                self._close(broken=True)
-                raise
+            connection.send_packed_command(connection.pack_commands(self._unsent), check_health=False)
             self._sent += len(self._unsent)
             self._unsent = []
 
     def replies(self) -> list[Any]:
         self._flush()
         out: list[Any] = []
-        try:
-            for _ in range(self._sent):
-                try:
-                    out.append(self._connection.read_response())
-                except redis.ResponseError as error:  # an error reply: the stream stays in step
-                    out.append(error)
-        except BaseException:
-            self._close(broken=True)
-            raise
-        self._close(broken=False)
+        for _ in range(self._sent):
+            try:
+                out.append(self._connection.read_response())
+            except redis.ResponseError as error:  # an error reply: the stream stays in step
+                out.append(error)
+        self._read = True
         return out
-
-    def _close(self, broken: bool) -> None:
-        if broken:  # replies may be left unread: the connection must not be reused
-            self._connection.disconnect()
-        self._pool.release(self._connection)
 
 
 class ClusterCommands:
@@ -67,6 +69,13 @@ class ClusterCommands:
 
     def __init__(self, client: RedisCluster) -> None:
         self._pipe = client.pipeline()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._pipe.reset()
 
     def send(self, *args: Any) -> None:
         self._pipe.execute_command(*args)

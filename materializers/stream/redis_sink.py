@@ -50,13 +50,16 @@ class RedisSink:
     def write(self, tiles: list[TileBatch], sessions: list[SessionBatch]) -> None:
         """Apply the batch, retrying with backoff while Redis is unreachable (safe: every write is fenced)."""
         delay = 0.1
+        load_scripts = False
         while True:
             try:
+                if load_scripts:
+                    for script in (self._tile_merge, self._session_cas):
+                        self.client.script_load(script.script)
                 self._write_once(tiles, sessions)
                 return
             except NoScriptError:  # a restarted or flushed Redis: load the scripts, then send it all again
-                for script in (self._tile_merge, self._session_cas):
-                    self.client.script_load(script.script)
+                load_scripts = True
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
                 REDIS_RETRIES.inc()
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
@@ -89,12 +92,12 @@ class RedisSink:
                     ready.append((batch, entity, key, stored))
         first = True
         for _ in range(MAX_CAS_ROUNDS):
-            commands = command_stream(self.client)
-            tile_groups = self._send_tiles(commands, tiles) if first else []
-            for batch, entity, key in to_read:
-                commands.send("HMGET", key, *batch.read_fields(entity))
-            cas = self._send_cas(commands, ready)
-            replies = _raise_errors(commands.replies())
+            with command_stream(self.client) as commands:
+                tile_groups = self._send_tiles(commands, tiles) if first else []
+                for batch, entity, key in to_read:
+                    commands.send("HMGET", key, *batch.read_fields(entity))
+                cas = self._send_cas(commands, ready)
+                replies = _raise_errors(commands.replies())
             if first:
                 self._resend_partly_applied(tile_groups, replies[:len(tile_groups)])
                 first = False
@@ -128,10 +131,10 @@ class RedisSink:
                         resend.append((batch, key, partition, segment))
         if not resend:
             return
-        commands = command_stream(self.client)
-        for batch, key, partition, segment in resend:
-            self._send_tile_merge(commands, batch, [key], [batch.single_event_update(partition, segment)])
-        _raise_errors(commands.replies())
+        with command_stream(self.client) as commands:
+            for batch, key, partition, segment in resend:
+                self._send_tile_merge(commands, batch, [key], [batch.single_event_update(partition, segment)])
+            _raise_errors(commands.replies())
 
     def _send_cas(self, commands: Commands, ready: list[Ready]) -> list[list[Any]]:
         """Send the compare-and-set of every key with events to apply; returns the sent calls' updates."""

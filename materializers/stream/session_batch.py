@@ -2,9 +2,9 @@
 
 Session merges (an out-of-order event filling a gap) need the whole state, so
 unlike tiles the state is read (or taken from this process's cache of what it last
-wrote), updated in Python with `featurestream.windows.sessions` and written back with
-a compare-and-set on its version. Events at or below the
-stored offset of their partition were applied before a crash and are skipped.
+wrote), updated in Python with `featurestream.windows.sessions` and written back
+with a compare-and-set on its version. Events at or below the stored offset of
+their partition were applied before a crash and are skipped.
 """
 
 from __future__ import annotations

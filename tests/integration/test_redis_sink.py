@@ -1,4 +1,5 @@
-"""Session compare-and-set through the sink's cache of what it last wrote: never a stale or double-counted state."""
+"""The stream materializer's Redis writes: session compare-and-set through the sink's cache of what it last
+wrote (never a stale or double-counted state), and scripts lost by Redis loaded again."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import redis
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.keys import state_key
+from featurestream.online.reader import window_features
 from featurestream.windows import sessions
 from materializers.stream.redis_sink import RedisSink
 from materializers.stream.session_batch import SessionBatch
+from materializers.stream.tile_batch import TileBatch
 from tests.streams import retarget
 
 T0 = 1_795_000_000_000
@@ -19,8 +22,8 @@ MINUTE = 60_000
 USER = (7,)
 
 
-def _view(tmp_path: Path) -> StreamViewSpec:
-    return next(v for v in retarget(f"t-{uuid.uuid4().hex[:8]}", tmp_path / "log") if v.name == "user_session")
+def _view(tmp_path: Path, name: str = "user_session") -> StreamViewSpec:
+    return next(v for v in retarget(f"t-{uuid.uuid4().hex[:8]}", tmp_path / "log") if v.name == name)
 
 
 def _write(sink: RedisSink, project: str, view: StreamViewSpec, events: list[tuple[int, int, int]]) -> None:
@@ -62,3 +65,21 @@ def test_a_key_deleted_and_recreated_elsewhere_is_not_resurrected(tmp_path: Path
     _write(second, project, view, [(1, 1, T0 + 5 * MINUTE)])  # the same number of writes as `first` made
     _write(first, project, view, [(0, 2, T0 + 10 * MINUTE)])
     assert _session(redis_client, project, view) == (T0 + 5 * MINUTE, 2, 2.0)
+
+
+def test_scripts_flushed_from_redis_are_loaded_again(tmp_path: Path, redis_client: redis.Redis) -> None:
+    sessions_view, activity = _view(tmp_path), _view(tmp_path, "user_activity")
+    project = f"t{uuid.uuid4().hex[:8]}"
+    sink = RedisSink(redis_client)
+    for offset in (1, 2):
+        if offset == 2:
+            redis_client.script_flush()  # what a restarted Redis, or a failover to a new primary, looks like
+        tiles, sessions = TileBatch(project, activity), SessionBatch(project, sessions_view)
+        event = {"event_id": f"e{offset}", "user_id": USER[0], "item_id": 3, "event_type": "purchase", "price": 1.0}
+        row = activity.udf(event) if activity.udf else event
+        tiles.add(USER, 0, offset, T0 + offset * MINUTE, row)
+        sessions.add(USER, 0, offset, T0 + offset * MINUTE, row)
+        sink.write([tiles], [sessions])
+    assert _session(redis_client, project, sessions_view) == (T0 + MINUTE, 2, 2.0)
+    state = redis_client.hgetall(state_key(project, activity.name, activity.join_keys, USER))
+    assert window_features(activity, state, T0 + 3 * MINUTE)["events_1h"] == 2
