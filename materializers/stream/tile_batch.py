@@ -25,6 +25,8 @@ from materializers.stream.key_cache import cached_state_keys
 EXPIRY_MARGIN_MS = 3_600_000
 # Cell slots: count, sum, sum of squares, min, max, last value, last (ts, offset): a cell holds one partition.
 N, S, Q, LO, HI, LV, LK = range(7)
+# A cell's key is tile start * MAX_SERIES + series index.
+MAX_SERIES = 1024
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Segment:
     first: int
     last: int
     events: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # (offset, ts_ms, row)
-    cells: dict[tuple[int, int], list[Any]] = field(default_factory=dict)  # (series, tile start) -> slots
+    cells: dict[int, list[Any]] = field(default_factory=dict)  # cell_key(series, tile start) -> slots
     max_ts: int = 0
 
 
@@ -42,6 +44,8 @@ class TileBatch:
         self.view = view
         self.topic = view.source.topic
         self.series = view_series(view)
+        if len(self.series) >= MAX_SERIES:
+            raise ValueError(f"stream view {view.name!r} keeps {len(self.series)} tile series; at most {MAX_SERIES - 1}")
         self._plan = [
             (i, s.column, s.slide_ms, "n" in s.components, "s" in s.components, "q" in s.components,
              "lo" in s.components, "hi" in s.components, "lv" in s.components)
@@ -96,13 +100,13 @@ class TileBatch:
         """One key's update replaying `segment` event by event, each its own fenced segment."""
         update: list[Any] = [segment.max_ts, len(segment.events)]
         for offset, ts_ms, row in segment.events:
-            cells: dict[tuple[int, int], list[Any]] = {}
+            cells: dict[int, list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, offset, row)
             self._segment(update, partition, offset, offset, cells)
         return update
 
     def _segment(self, update: list[Any], partition: int, first: int, last: int,
-                 cells: dict[tuple[int, int], list[Any]]) -> None:
+                 cells: dict[int, list[Any]]) -> None:
         """Append one fenced segment: offset field, first and last offset, its ops' length, its ops."""
         header = len(update) + 3
         update += (offset_field(self.topic, partition), first, last, 0)
@@ -124,9 +128,9 @@ class TileBatch:
                     update += (kind, name, repr(cell[slot]))
         update[header] = len(update) - header - 1
 
-    def _tile_emitters(self, where: tuple[int, int]) -> list[tuple[str, str, int, str | None]]:
+    def _tile_emitters(self, where: int) -> list[tuple[str, str, int, str | None]]:
         """(op kind, field, cell slot, order-key field) per component of one tile, named once per view."""
-        index, tile = where
+        tile, index = divmod(where, MAX_SERIES)
         series = self.series[index]
         prefix = f"{series.column}|{series.slide_ms}|{tile}|"
         emit = [(_OPS[c][0], prefix + c, _OPS[c][1], prefix + LAST_KEY if c == "lv" else None)
@@ -143,21 +147,21 @@ EMITTER_CACHE_SIZE = 1 << 16
 
 
 @cache
-def _emitters_of(series: tuple[Series, ...]) -> dict[tuple[int, int], list[tuple[str, str, int, str | None]]]:
+def _emitters_of(series: tuple[Series, ...]) -> dict[int, list[tuple[str, str, int, str | None]]]:
     """The tile field names of one view's series, across micro-batches: most events fall in the last ones' tiles."""
     return {}
 
 
-def _accumulate(plan: list[tuple[Any, ...]], cells: dict[tuple[int, int], list[Any]], ts_ms: int,
+def _accumulate(plan: list[tuple[Any, ...]], cells: dict[int, list[Any]], ts_ms: int,
                 offset: int, row: dict[str, Any]) -> None:
     for index, column, slide, has_n, has_s, has_q, has_lo, has_hi, has_last in plan:
         value = row[column]
         if value is None:
             continue
-        tile = ts_ms - ts_ms % slide
-        cell = cells.get((index, tile))
+        where = (ts_ms - ts_ms % slide) * MAX_SERIES + index  # an int key: no tuple to build and hash per event
+        cell = cells.get(where)
         if cell is None:
-            cell = cells[(index, tile)] = [0, 0.0, 0.0, None, None, None, None]
+            cell = cells[where] = [0, 0.0, 0.0, None, None, None, None]
         if has_n:
             cell[N] += 1
         if has_s:
