@@ -65,7 +65,7 @@ class SessionBatch:
         return offset_field(self.topic, partition)
 
     def read_fields(self, entity: tuple[Any, ...]) -> list[str]:
-        return ["v", "s", *(offset_field(self.topic, p) for p in self.partitions(entity))]
+        return ["v", "s", *(self.offset_field(p) for p in self.partitions(entity))]
 
     def stored(self, entity: tuple[Any, ...], read: list[bytes | None]) -> StoredSession:
         """The reply to HMGET of `read_fields(entity)`, parsed."""

@@ -48,9 +48,6 @@ class SessionCache:
     def drop(self, key: str) -> None:
         self._entries.pop(key, None)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def new_version(self) -> str:
         """A version token no other process or write will ever use."""
         self._writes += 1
