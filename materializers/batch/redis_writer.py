@@ -1,17 +1,19 @@
 """Writes rows into Feast's Redis layout with Feast's rule: a row replaces what is stored only if it is newer.
 
-This is what `feast materialize` does, in the same two pipelined steps: read
-each key's `_ts:<view>` (HGET), then write the rows newer than it (HSET of the
+This is what `feast materialize` does, in two pipelined steps: read the
+stored `_ts:<view>` of the keys, then write the rows newer than it (HSET of the
 timestamp and the values, then EXPIRE when the store sets a key ttl). So a
 concurrent writer between the two steps races exactly as it does with Feast.
-Each batch's commands are built by Arrow (resp.py) and sent as one buffer;
-its writes are answered while the caller encodes the next batch, so Redis and
-Python work at the same time on the machine's two cores.
+Commands are built by Arrow (resp.py), a batch of rows to a buffer. The writes
+go to the socket from a thread, so Redis applies one batch while Python
+encodes the next, and their replies are read when the writer closes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from queue import Queue
+from threading import Thread
 from types import TracebackType
 from typing import Self
 
@@ -22,7 +24,10 @@ import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from materializers.batch.encode import concat
-from materializers.batch.resp import commands, wire
+from materializers.batch.resp import commands, grouped, wire
+
+_QUEUED_BATCHES = 2  # encoded write batches waiting for the socket: enough to keep Redis busy, and bounded
+EXISTS_GROUP = 64  # keys per EXISTS: few enough that one stored key costs few needless reads
 
 
 def stored_nanos(stored: Sequence[bytes | None]) -> np.ndarray:
@@ -35,8 +40,17 @@ def stored_nanos(stored: Sequence[bytes | None]) -> np.ndarray:
     return out
 
 
+def newer(nanos: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Feast's rule: which rows replace what is stored (nothing stored, or an older timestamp)."""
+    return (held == 0) | (nanos > held)
+
+
 class FeastLayoutWriter:
-    """Pipelined writes of one view's rows on one connection of the client's pool; use it as a context manager."""
+    """One view's reads and writes on one connection of the client's pool; use it as a context manager.
+
+    Read the `stored` timestamps of the keys, then `write` the rows newer than them (the caller
+    compares, so it can skip encoding the others). `written` counts the rows written.
+    """
 
     def __init__(self, client: redis.Redis, ts_field: bytes, fields: Sequence[bytes], expiry_s: int | None) -> None:
         self.pool = client.connection_pool
@@ -44,50 +58,80 @@ class FeastLayoutWriter:
         self.fields = list(fields)
         self.expiry = b"%d" % expiry_s if expiry_s else None
         self.conn: redis.connection.AbstractConnection | None = None
-        self.owed = 0  # replies of sent writes not read yet
+        self.owed = 0  # replies of queued writes not read yet
+        self.written = 0
         self.reader = hiredis.Reader(replyError=redis.ResponseError)
+        self.queue: Queue[pa.BinaryArray | None] = Queue(_QUEUED_BATCHES)
+        self.sender = Thread(target=self._send_queued, name="feast-layout-writer", daemon=True)
+        self.send_error: BaseException | None = None
 
     def __enter__(self) -> Self:
         self.conn = self.pool.get_connection()
+        self.sender.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         assert self.conn is not None
         try:
+            self.queue.put(None)
+            self.sender.join()
             if kind is None:
-                self._collect()
+                self._raise_send_error()
+                self._replies(self.owed)
+                self.owed = 0
         finally:
             if kind is not None or self.owed:
                 self.conn.disconnect()  # replies left unread would answer the pool's next user
             self.pool.release(self.conn)
 
-    def write(self, keys: pa.BinaryArray, stamps: pa.BinaryArray, nanos: np.ndarray,
-              values: Sequence[pa.BinaryArray]) -> int:
-        """Write rows newer than what Redis holds (`values` is one array per field); returns how many."""
+    def stored(self, keys: pa.BinaryArray) -> np.ndarray:
+        """Nanoseconds since the epoch of these keys' stored timestamps (0 where there is none), in order.
+
+        Redis is asked first whether any of a group of keys exists (EXISTS costs it about a tenth of an HGET
+        per key), and reads the timestamps of the groups that have one: a first materialization reads none.
+        """
+        assert self.conn is not None and not self.owed, "read the stored timestamps before the first write"
+        self._send(grouped(b"EXISTS", keys, EXISTS_GROUP))
+        found = np.asarray(self._replies(-(-len(keys) // EXISTS_GROUP)), np.int64)
+        read = np.flatnonzero(np.repeat(found > 0, EXISTS_GROUP)[:len(keys)])
+        out = np.zeros(len(keys), np.int64)
+        if len(read):
+            self._send(commands(b"HGET", keys.take(pa.array(read)), self.ts_field))
+            out[read] = stored_nanos(self._replies(len(read)))
+        return out
+
+    def write(self, keys: pa.BinaryArray, stamps: pa.BinaryArray, values: Sequence[pa.BinaryArray]) -> None:
+        """Queue these rows' writes (`values` is one array per field): the caller has kept only newer rows."""
         assert self.conn is not None, "use FeastLayoutWriter as a context manager"
-        self._send(commands(b"HGET", keys, self.ts_field))
+        self._raise_send_error()
+        if not len(keys):
+            return
         pairs = [part for field, column in zip(self.fields, values) for part in (field, column)]
         writes = commands(b"HSET", keys, self.ts_field, stamps, *pairs)
         if self.expiry:
             writes = concat(writes, commands(b"EXPIRE", keys, self.expiry))
-        self._collect()  # the previous batch's writes were answered before these reads
-        stored = stored_nanos(self._replies(len(keys)))
-        newer = (stored == 0) | (nanos > stored)
-        count = int(newer.sum())
-        self._send(writes if count == len(keys) else writes.filter(pa.array(newer)))
-        self.owed = count * (2 if self.expiry else 1)
-        return count
+        self.queue.put(writes)
+        self.owed += len(keys) * (2 if self.expiry else 1)
+        self.written += len(keys)
+
+    def _send_queued(self) -> None:
+        """The sender thread: a blocked send waits for Redis with the GIL released, while Python encodes."""
+        while (rows := self.queue.get()) is not None:
+            if self.send_error is None:
+                try:
+                    self._send(rows)
+                except BaseException as exc:  # re-raised by the caller's next write or the exit
+                    self.send_error = exc
+
+    def _raise_send_error(self) -> None:
+        if self.send_error is not None:
+            raise self.send_error
 
     def _send(self, rows: pa.BinaryArray) -> None:
         assert self.conn is not None
         if len(rows):
             self.conn.send_packed_command([wire(rows)], check_health=False)
-
-    def _collect(self) -> None:
-        """Read the replies of the last writes."""
-        self._replies(self.owed)
-        self.owed = 0
 
     def _replies(self, count: int) -> list[bytes | int | None]:
         """The next `count` replies, parsed by hiredis straight off the socket; an error reply raises it.

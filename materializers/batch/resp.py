@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from materializers.batch.encode import concat
+from materializers.batch.encode import binary_rows, concat
 
 Arg = bytes | pa.BinaryArray
 
@@ -20,14 +20,31 @@ def commands(*args: Arg) -> pa.BinaryArray:
     """One RESP command per row: `args` are its words, constants or one value per row (at least one array)."""
     parts: list[Arg] = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-            continue
-        lengths = _lengths(arg)
-        if len(lengths) and lengths.min() == lengths.max():  # fixed width: the length is a constant
-            parts += [b"$%d\r\n" % lengths[0], arg, b"\r\n"]
-        else:
-            parts += [b"$", pa.array(lengths).cast(pa.string()).cast(pa.binary()), b"\r\n", arg, b"\r\n"]
+        parts += _bulk(arg)
+    return _joined(parts)
+
+
+def grouped(word: bytes, keys: pa.BinaryArray, size: int) -> pa.BinaryArray:
+    """`word` over `size` keys at a time (`EXISTS k1 ... k64`): the rows that start a group carry its head."""
+    starts = np.arange(0, len(keys), size)
+    heads = [b"*%d\r\n$%d\r\n%s\r\n" % (min(size, len(keys) - start) + 1, len(word), word) for start in starts]
+    lengths = np.zeros(len(keys), np.int64)
+    lengths[starts] = [len(head) for head in heads]
+    return _joined([binary_rows(np.frombuffer(b"".join(heads), np.uint8), lengths), *_bulk(keys)])
+
+
+def _bulk(arg: Arg) -> list[Arg]:
+    """The parts of one argument as a RESP bulk string: `$<length>\\r\\n<bytes>\\r\\n`."""
+    if isinstance(arg, bytes):
+        return [b"$%d\r\n%s\r\n" % (len(arg), arg)]
+    lengths = _lengths(arg)
+    if len(lengths) and lengths.min() == lengths.max():  # fixed width: the length is a constant
+        return [b"$%d\r\n" % lengths[0], arg, b"\r\n"]
+    return [b"$", pa.array(lengths).cast(pa.string()).cast(pa.binary()), b"\r\n", arg, b"\r\n"]
+
+
+def _joined(parts: list[Arg]) -> pa.BinaryArray:
+    """Row-wise concatenation of the parts, adjacent constants merged first."""
     merged: list[Arg] = []
     for part in parts:
         if merged and isinstance(part, bytes) and isinstance(merged[-1], bytes):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import redis
 import yaml
 
@@ -20,9 +23,9 @@ from featurestream.definitions import BatchViewSpec, RepoSpecs
 from featurestream.offline.engine import connect, ident, quote, register_batch_source
 from materializers.batch.encode import entity_keys, timestamps, value_protos
 from materializers.batch.progress import Done, last_done, record_done
-from materializers.batch.redis_writer import FeastLayoutWriter
+from materializers.batch.redis_writer import FeastLayoutWriter, newer
 
-READ_BATCH_ROWS = 25_000  # small enough that Redis answers one batch while the next is encoded
+READ_BATCH_ROWS = 10_000  # small enough that Redis works on one batch while the next is encoded
 # progress(view, rows done, rows total)
 Progress = Callable[[str, int, int], None]
 
@@ -52,27 +55,42 @@ def incremental_start(client: redis.Redis, project: str, view: BatchViewSpec, en
     return end_ms - view.ttl_ms if view.ttl_ms else 0
 
 
-def newest_rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> str:
-    """The newest row per entity with start <= row_ts <= end, ties broken by the created timestamp (Feast's order).
+def _in_range(view: BatchViewSpec, start_ms: int, end_ms: int) -> str:
+    """start <= row_ts <= end on the timestamp column itself, so DuckDB can skip row groups by their statistics."""
+    ts = ident(view.timestamp_field)
+    return (f"{ts} BETWEEN make_timestamptz({start_ms * 1000}) AND make_timestamptz({end_ms * 1000})"
+            f" AND {' AND '.join(f'{ident(k)} IS NOT NULL' for k in view.join_keys)}")
 
-    Two steps, because an arg_max carrying every feature over all rows costs several times a max of the
-    timestamp: the newest timestamp per entity, then, among the few rows at it, the latest created. The
-    range compares the timestamp column itself, so DuckDB can skip row groups by their statistics.
+
+def newest_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> str:
+    """The entities with a row in the range and their newest row_ts: the keys whose stored rows are read."""
+    keys = ", ".join(ident(k) for k in view.join_keys)
+    return (f"SELECT {keys}, max({ident(view.timestamp_field)}) AS __newest FROM {ident(source)}"
+            f" WHERE {_in_range(view, start_ms, end_ms)} GROUP BY {keys}")
+
+
+def rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> str:
+    """The row per entity of table `newest`: the latest created among the rows at its newest row_ts (Feast's order).
+
+    `__row` is the entity's rowid in `newest`. Two steps, because an arg_max carrying every feature over
+    all rows costs several times a max of the timestamp and this pick among the few rows at it.
     """
     keys = ", ".join(ident(k) for k in view.join_keys)
     ts = ident(view.timestamp_field)
-    in_range = (f"{ts} BETWEEN make_timestamptz({start_ms * 1000}) AND make_timestamptz({end_ms * 1000})"
-                f" AND {' AND '.join(f'{ident(k)} IS NOT NULL' for k in view.join_keys)}")
     row = ", ".join([f"'__ts': {ts}", *(f"{quote(f)}: {ident(f)}" for f in view.feature_names)])
     created = f"coalesce({ident(view.created_timestamp_column)}, '-infinity')" if view.created_timestamp_column else ts
-    return f"""WITH newest AS (SELECT {keys}, max({ts}) AS __newest FROM {ident(source)} WHERE {in_range} GROUP BY {keys}),
-        at_newest AS (SELECT * FROM {ident(source)} JOIN newest USING ({keys}) WHERE {ts} = __newest AND {in_range})
-        SELECT {keys}, unnest(arg_max({{{row}}}, {created})) FROM at_newest GROUP BY {keys}"""
+    return f"""SELECT __row, {keys}, unnest(arg_max({{{row}}}, {created}))
+        FROM {ident(source)} JOIN (SELECT rowid AS __row, * FROM newest) USING ({keys})
+        WHERE {ts} = __newest AND {_in_range(view, start_ms, end_ms)} GROUP BY __row, {keys}"""
 
 
 def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis, start_ms: int, end_ms: int,
                      expiry_s: int | None = None, progress: Progress | None = None) -> ViewRun:
-    """Copy the newest row per entity in [start, end] (inclusive, as Feast) of one view; records the run."""
+    """Copy the newest row per entity in [start, end] (inclusive, as Feast) of one view; records the run.
+
+    Redis reads the entities' stored timestamps while DuckDB picks their rows on a thread (the query
+    releases the GIL), so neither waits for the other; then the newer rows are written.
+    """
     from feast.infra.online_stores.helpers import _mmh3
 
     started = time.monotonic()
@@ -80,23 +98,37 @@ def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis,
     try:
         source = register_batch_source(con, view)
         features = list(view.feature_names)
-        con.execute(f"CREATE TEMP TABLE latest AS {newest_rows_sql(view, source, start_ms, end_ms)}")
-        total = con.execute("SELECT count(*) FROM latest").fetchall()[0][0]
-        done = written = 0
-        with FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
-                               [_mmh3(f"{view.name}:{f}") for f in features], expiry_s) as writer:
+        con.execute(f"CREATE TEMP TABLE newest AS {newest_sql(view, source, start_ms, end_ms)}")
+        entities = con.sql(f"SELECT rowid AS __row, {', '.join(ident(k) for k in view.join_keys)} FROM newest"
+                           ).to_arrow_table()
+        with (ThreadPoolExecutor(1) as pool,  # leaving it waits for the query, before `con` closes
+              FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
+                                [_mmh3(f"{view.name}:{f}") for f in features], expiry_s) as writer):
+            picking = pool.submit(con.execute, f"CREATE TEMP TABLE latest AS {rows_sql(view, source, start_ms, end_ms)}")
+            keys = entity_keys(view.join_keys, [entities.column(k).combine_chunks() for k in view.join_keys],
+                               specs.project)
+            stored = np.zeros(len(entities), np.int64)
+            stored[entities.column("__row").to_numpy()] = writer.stored(keys)
+            picking.result()
+            done = 0
             for batch in con.sql("SELECT * FROM latest").to_arrow_reader(READ_BATCH_ROWS):
-                redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys], specs.project)
                 stamps, nanos = timestamps(batch.column("__ts"))
-                values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
-                written += writer.write(redis_keys, stamps, nanos, values)
                 done += batch.num_rows
+                keep = newer(nanos, stored[batch.column("__row").to_numpy()])
+                if not keep.all():
+                    taken = pa.array(keep)
+                    batch, stamps = batch.filter(taken), stamps.filter(taken)
+                redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys], specs.project)
+                values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
+                writer.write(redis_keys, stamps, values)
                 if progress is not None:
-                    progress(view.name, done, total)
+                    progress(view.name, done, len(entities))
+        written = writer.written
     finally:
         con.close()
-    record_done(client, specs.project, view.name, Done(start_ms, end_ms, total, written, int(time.time() * 1000)))
-    return ViewRun(view.name, start_ms, end_ms, total, written, time.monotonic() - started)
+    record_done(client, specs.project, view.name, Done(start_ms, end_ms, len(entities), written,
+                                                       int(time.time() * 1000)))
+    return ViewRun(view.name, start_ms, end_ms, len(entities), written, time.monotonic() - started)
 
 
 def materialize(specs: RepoSpecs, repo_path: Path, client: redis.Redis, views: Sequence[str] | None,

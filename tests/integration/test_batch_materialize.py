@@ -15,7 +15,7 @@ import redis
 from featurestream.definitions import load_repo
 from materializers.batch.encode import timestamps
 from materializers.batch.progress import last_done, progress_key
-from materializers.batch.redis_writer import FeastLayoutWriter
+from materializers.batch.redis_writer import EXISTS_GROUP, FeastLayoutWriter, newer
 from materializers.batch.runner import materialize
 from tests.conftest import run_cli
 from tests.integration.test_export_batch import shared_demo_repo
@@ -126,7 +126,10 @@ def test_writer_sets_expiry_keeps_newer_rows_and_raises_redis_errors() -> None:
     def write(nanos: list[int], values: list[bytes], expiry: int | None) -> int:
         stamps, totals = timestamps(pa.array(nanos, pa.timestamp("ns", tz="UTC")))
         with FeastLayoutWriter(client, ts_field, fields, expiry) as writer:
-            return writer.write(pa.array(keys, pa.binary()), stamps, np.asarray(totals), [pa.array(values, pa.binary())])
+            taken = pa.array(newer(np.asarray(totals), writer.stored(pa.array(keys, pa.binary()))))
+            writer.write(pa.array(keys, pa.binary()).filter(taken), stamps.filter(taken),
+                         [pa.array(values, pa.binary()).filter(taken)])
+        return writer.written
 
     try:
         assert write([10**18, 10**18, 10**18], [b"a", b"b", b"c"], 3600) == 3
@@ -139,5 +142,23 @@ def test_writer_sets_expiry_keeps_newer_rows_and_raises_redis_errors() -> None:
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             write([2 * 10**18] * 3, [b"p", b"q", b"r"], None)
         assert client.ping()  # the pool is usable after the failed write
+    finally:
+        client.delete(*keys)
+
+
+def test_writer_reads_only_groups_with_a_stored_key() -> None:
+    """Stored timestamps come back in order whichever EXISTS groups hold a key, and missing keys read 0."""
+    client = redis.Redis(db=REDIS_DB)
+    keys = [b"fs-writer-groups:%d" % i for i in range(5 * EXISTS_GROUP)]
+    client.delete(*keys)
+    present = {EXISTS_GROUP - 1: 5, 3 * EXISTS_GROUP: 2 * 10**18}  # the last and first keys of groups
+    stamps, _ = timestamps(pa.array(list(present.values()), pa.timestamp("ns", tz="UTC")))
+    for index, stamp in zip(present, stamps.to_pylist()):
+        client.hset(keys[index], b"_ts:v", stamp)
+    client.hset(keys[4 * EXISTS_GROUP + 7], b"other", b"x")  # a key of another view's fields only
+    try:
+        with FeastLayoutWriter(client, b"_ts:v", [b"f1"], None) as writer:
+            stored = writer.stored(pa.array(keys, pa.binary()))
+        assert stored.tolist() == [present.get(i, 0) for i in range(len(keys))]
     finally:
         client.delete(*keys)

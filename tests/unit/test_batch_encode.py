@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from materializers.batch.encode import entity_keys, timestamps, value_protos
 from materializers.batch.redis_writer import stored_nanos
-from materializers.batch.resp import commands, wire
+from materializers.batch.resp import commands, grouped, wire
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -103,3 +103,11 @@ def test_commands_of_fixed_width_columns_equal_redis_pys() -> None:
     packer = redis.Connection()
     expected = b"".join(b"".join(packer.pack_command("HGET", key, "_ts:v")) for key in keys)
     assert bytes(wire(commands(b"HGET", pa.array(keys, pa.binary()), b"_ts:v"))) == expected
+
+
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=30), st.integers(1, 8))
+def test_grouped_commands_equal_redis_pys(keys: list[bytes], size: int) -> None:
+    packer = redis.Connection()
+    expected = b"".join(b"".join(packer.pack_command("EXISTS", *keys[start:start + size]))
+                        for start in range(0, len(keys), size))
+    assert bytes(wire(grouped(b"EXISTS", pa.array(keys, pa.binary()), size))) == expected
