@@ -165,12 +165,12 @@ def _commands(catalog: Catalog, fetch: Fetch, entities: list[Entity]) -> list[by
 def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> list[tuple[list[Any], str, str]]:
     reader = read.window
     assert reader is not None
-    windows = reader.windows(t_ms)
+    frame = reader.frame(t_ms)
     ttl_ms = read.spec.ttl_ms
     oldest_present = t_ms - ttl_ms if ttl_ms else None
     out = []
     for answer in answers:
-        values, newest_end = reader.evaluate(answer, windows, t_ms)
+        values, newest_end = reader.evaluate(answer, frame)
         if newest_end is None:
             out.append((values, NOT_FOUND, EPOCH))
         else:
