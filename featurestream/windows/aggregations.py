@@ -21,7 +21,6 @@ The empty partial `{}` is the identity of `merge`. Nulls are ignored as in SQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 Partial = dict[str, Any]
@@ -149,17 +148,3 @@ def _sample_variance(partial: Partial) -> float | None:
     s = partial["s"]
     var = (partial["q"] - s * s / n) / (n - 1)
     return var if var > 0.0 else 0.0
-
-
-def empty_value(function: str) -> Any:
-    """The value over no (non-null) events: count 0, sum 0, others None."""
-    return finalize(function, {})
-
-
-def window_value(function: str, tiles: Iterable[Partial | None]) -> Any:
-    """Merge the tiles of a window (missing ones as None or `{}`) and finalize."""
-    acc: Partial = {}
-    for tile in tiles:
-        if tile:
-            _merge_into(function, acc, tile)
-    return finalize(function, acc)
