@@ -69,8 +69,9 @@ def newest_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> 
             f" WHERE {_in_range(view, start_ms, end_ms)} GROUP BY {keys}")
 
 
-def rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> str:
-    """The row per entity of table `newest`: the latest created among the rows at its newest row_ts (Feast's order).
+def rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int, rows: range) -> str:
+    """The row per entity of table `newest` (those at rowids `rows`): the latest created among the rows at
+    its newest row_ts (Feast's order).
 
     `__row` is the entity's rowid in `newest`. Two steps, because an arg_max carrying every feature over
     all rows costs several times a max of the timestamp and this pick among the few rows at it.
@@ -80,16 +81,24 @@ def rows_sql(view: BatchViewSpec, source: str, start_ms: int, end_ms: int) -> st
     row = ", ".join([f"'__ts': {ts}", *(f"{quote(f)}: {ident(f)}" for f in view.feature_names)])
     created = f"coalesce({ident(view.created_timestamp_column)}, '-infinity')" if view.created_timestamp_column else ts
     return f"""SELECT __row, {keys}, unnest(arg_max({{{row}}}, {created}))
-        FROM {ident(source)} JOIN (SELECT rowid AS __row, * FROM newest) USING ({keys})
+        FROM {ident(source)} JOIN (SELECT rowid AS __row, * FROM newest
+                                   WHERE rowid >= {rows.start} AND rowid < {rows.stop}) USING ({keys})
         WHERE {ts} = __newest AND {_in_range(view, start_ms, end_ms)} GROUP BY __row, {keys}"""
+
+
+def row_parts(entities: int) -> list[range]:
+    """The rowids of `newest` picked by each query: a quarter first, whose rows Redis writes while
+    DuckDB picks the rest (a pick costs about a scan of the source plus a share of its entities)."""
+    first = min(entities, max(READ_BATCH_ROWS, entities // 4))
+    return [part for part in (range(0, first), range(first, entities)) if len(part)]
 
 
 def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis, start_ms: int, end_ms: int,
                      expiry_s: int | None = None, progress: Progress | None = None) -> ViewRun:
     """Copy the newest row per entity in [start, end] (inclusive, as Feast) of one view; records the run.
 
-    Redis reads the entities' stored timestamps while DuckDB picks their rows on a thread (the query
-    releases the GIL), so neither waits for the other; then the newer rows are written.
+    Redis reads the entities' stored timestamps while DuckDB picks their rows on a thread (a query
+    releases the GIL), and writes the first part's newer rows while DuckDB picks the rest.
     """
     from feast.infra.online_stores.helpers import _mmh3
 
@@ -101,28 +110,35 @@ def materialize_view(specs: RepoSpecs, view: BatchViewSpec, client: redis.Redis,
         con.execute(f"CREATE TEMP TABLE newest AS {newest_sql(view, source, start_ms, end_ms)}")
         entities = con.sql(f"SELECT rowid AS __row, {', '.join(ident(k) for k in view.join_keys)} FROM newest"
                            ).to_arrow_table()
-        with (ThreadPoolExecutor(1) as pool,  # leaving it waits for the query, before `con` closes
+        con.execute("SET threads = 1")  # the picks scale no better on two threads here, and Redis needs a core
+        with (ThreadPoolExecutor(1) as pool,  # leaving it waits for the queries, before `con` closes
               FeastLayoutWriter(client, f"_ts:{view.name}".encode(),
                                 [_mmh3(f"{view.name}:{f}") for f in features], expiry_s) as writer):
-            picking = pool.submit(con.execute, f"CREATE TEMP TABLE latest AS {rows_sql(view, source, start_ms, end_ms)}")
+            # Tables of the database, not TEMP ones of `con`, so the cursor below reads them while `con` works.
+            picks = [pool.submit(con.execute, f"CREATE TABLE __rows_{i} AS "
+                                              f"{rows_sql(view, source, start_ms, end_ms, rows)}")
+                     for i, rows in enumerate(row_parts(len(entities)))]
             keys = entity_keys(view.join_keys, [entities.column(k).combine_chunks() for k in view.join_keys],
                                specs.project)
             stored = np.zeros(len(entities), np.int64)
             stored[entities.column("__row").to_numpy()] = writer.stored(keys)
-            picking.result()
+            reader = con.cursor()
             done = 0
-            for batch in con.sql("SELECT * FROM latest").to_arrow_reader(READ_BATCH_ROWS):
-                stamps, nanos = timestamps(batch.column("__ts"))
-                done += batch.num_rows
-                keep = newer(nanos, stored[batch.column("__row").to_numpy()])
-                if not keep.all():
-                    taken = pa.array(keep)
-                    batch, stamps = batch.filter(taken), stamps.filter(taken)
-                redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys], specs.project)
-                values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
-                writer.write(redis_keys, stamps, values)
-                if progress is not None:
-                    progress(view.name, done, len(entities))
+            for i, pick in enumerate(picks):
+                pick.result()
+                for batch in reader.sql(f"SELECT * FROM __rows_{i}").to_arrow_reader(READ_BATCH_ROWS):
+                    stamps, nanos = timestamps(batch.column("__ts"))
+                    done += batch.num_rows
+                    keep = newer(nanos, stored[batch.column("__row").to_numpy()])
+                    if not keep.all():
+                        taken = pa.array(keep)
+                        batch, stamps = batch.filter(taken), stamps.filter(taken)
+                    redis_keys = entity_keys(view.join_keys, [batch.column(k) for k in view.join_keys],
+                                             specs.project)
+                    values = [value_protos(batch.column(f), view.feature_types[f]) for f in features]
+                    writer.write(redis_keys, stamps, values)
+                    if progress is not None:
+                        progress(view.name, done, len(entities))
         written = writer.written
     finally:
         con.close()
