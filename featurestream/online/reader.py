@@ -74,7 +74,6 @@ class WindowReader:
                 count += 1
             self._slots.append(mine)
         self._slot_count = count
-        self._has_last = any(kind == _LAST_VALUE for mine in self._slots for _, _, kind in mine)
         self._frame: Frame | None = None
 
     def frame(self, t_ms: int) -> Frame:
@@ -111,7 +110,7 @@ class WindowReader:
         order, and the end of the newest tile starting at or before t (None without one): the view's age."""
         plans = frame.plans
         acc: list[Any] = [None] * self._slot_count
-        lasts: dict[tuple[int, int], list[Any]] | None = {} if self._has_last else None
+        lasts: dict[tuple[int, int], list[Any]] = {}  # (slot, tile start) -> a `last` tile's [value, order key]
         newest = None
         pairs = iter(flat)
         for name, raw in zip(pairs, pairs):
@@ -134,13 +133,11 @@ class WindowReader:
                     if held is None or value > held:
                         acc[slot] = value
                 else:  # a `last` tile's value or order key, paired by tile start
-                    assert lasts is not None
                     lasts.setdefault((slot, start), [_MISSING, _MISSING])[kind == _LAST_KEY] = value
-        if lasts:
-            for (slot, _), (value, order) in lasts.items():
-                held = acc[slot]
-                if value is not _MISSING and order is not _MISSING and (held is None or order > held[1]):
-                    acc[slot] = (value, order)
+        for (slot, _), (value, order) in lasts.items():
+            held = acc[slot]
+            if value is not _MISSING and order is not _MISSING and (held is None or order > held[1]):
+                acc[slot] = (value, order)
         values = []
         for (function, _, _, _), mine in zip(self._aggs, self._slots):
             partial: Partial = {}
