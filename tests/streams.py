@@ -57,8 +57,7 @@ def price_stats_view(activity: StreamViewSpec) -> StreamViewSpec:
     """A view like `activity` (same source, udf and entity) using every aggregation function the demo does not."""
     return dataclasses.replace(
         activity, name="price_stats", aggregations=EXTRA,
-        feature_types={a.name: "Float64" if a.function in ("var", "stddev", "mean") or a.column == "purchase_value"
-                       else "Int64" if a.function == "count" else "Float64" for a in EXTRA})
+        feature_types={a.name: "Int64" if a.function == "count" else "Float64" for a in EXTRA})
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

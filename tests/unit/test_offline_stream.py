@@ -20,6 +20,7 @@ from tests.streams import (
     HOUR, MINUTE, START, demo_specs, epoch_ms, expected_features, price_stats_view, random_stream, reference_events,
 )
 
+
 def specs_with_log(event_log: Path) -> RepoSpecs:
     """The demo specs reading `event_log`, plus a view using every other aggregation function."""
     demo = demo_specs()
