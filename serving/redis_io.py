@@ -2,9 +2,11 @@
 
 Commands arrive already encoded as RESP (the plan precomputes the constant parts, such
 as a batch view's HMGET fields), are written in one buffer, and their replies are parsed
-by hiredis: no per-command Python objects on either side. Connections are pooled; one
-that fails or times out is dropped, and the next request opens a fresh one, so the
-server recovers by itself when Redis returns.
+by hiredis: no per-command Python objects on either side. Replies come in groups (one per
+view read), and each group is handed on as soon as it is complete: Redis answers the next
+group while Python works on the last. Connections are pooled; one that fails or times out
+is dropped, and the next request opens a fresh one, so the server recovers by itself when
+Redis returns.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -21,6 +24,7 @@ from serving import metrics
 from serving.errors import Unavailable
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+Group = tuple[int, Callable[[list[Any]], None]]  # a number of replies, and what takes them once all are in
 
 
 def bulk(arg: bytes | str) -> bytes:
@@ -45,23 +49,28 @@ class _Connection:
         self.parser = hiredis.Reader()
         self.loop = asyncio.get_running_loop()  # a connection is usable only on the loop that opened it
 
-    async def pipeline(self, payload: bytes, count: int) -> list[Any]:
+    async def pipeline(self, payload: bytes, groups: Sequence[Group]) -> float:
+        """Send the commands; each group's replies go to its taker in order. Returns the takers' seconds."""
         self.writer.write(payload)
-        replies: list[Any] = []
         parser = self.parser
-        while True:
-            reply = parser.gets()
-            while reply is not False:
+        took = 0.0
+        for count, take in groups:
+            replies: list[Any] = []
+            while len(replies) < count:
+                reply = parser.gets()
+                if reply is False:
+                    data = await self.reader.read(1 << 18)
+                    if not data:
+                        raise ConnectionError("Redis closed the connection")
+                    parser.feed(data)
+                    continue
                 if isinstance(reply, hiredis.ReplyError):
                     raise ConnectionError(f"Redis replied {reply}")
                 replies.append(reply)
-                if len(replies) == count:
-                    return replies
-                reply = parser.gets()
-            data = await self.reader.read(1 << 18)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-            parser.feed(data)
+            started = time.perf_counter()
+            take(replies)
+            took += time.perf_counter() - started
+        return took
 
     def close(self) -> None:
         self.writer.close()
@@ -82,33 +91,43 @@ class RedisReader:
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=1 << 20)
         connection = _Connection(reader, writer)
-        await connection.pipeline(self.hello, self.hello_replies)
+        await connection.pipeline(self.hello, [(self.hello_replies, _ignore)])
         return connection
 
-    async def _run(self, payload: bytes, count: int) -> list[Any]:
+    async def _stream(self, payload: bytes, groups: Sequence[Group]) -> float:
         loop = asyncio.get_running_loop()
         while self.idle and self.idle[-1].loop is not loop:  # left over from an event loop that has ended
             self.idle.pop(0)
         connection = self.idle.pop() if self.idle else await self._connect()
         try:
-            replies = await connection.pipeline(payload, count)
-        except BaseException:
+            took = await connection.pipeline(payload, groups)
+        except BaseException:  # replies may be left unread: the connection cannot be reused
             connection.close()
             raise
         self.idle.append(connection)
-        return replies
+        return took
 
-    async def run(self, payload: bytes, count: int) -> list[Any]:
-        """Send `count` encoded commands at once; their replies in order."""
-        if not count:
-            return []
+    async def stream(self, payload: bytes, groups: Sequence[Group]) -> None:
+        """Send encoded commands at once; each group's replies, in order, to its taker as soon as they are in.
+
+        The time limit covers the takers too; the Redis metric leaves their time out.
+        """
+        if not groups:
+            return
         started = time.perf_counter()
         try:
-            replies = await asyncio.wait_for(self._run(payload, count), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no task per request, unlike wait_for
+                took = await self._stream(payload, groups)
         except (OSError, TimeoutError, ConnectionError) as exc:
             metrics.REDIS_ERRORS.inc()
             raise Unavailable(f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly") from None
-        metrics.REDIS_SECONDS.observe(time.perf_counter() - started)
+        metrics.REDIS_SECONDS.observe(time.perf_counter() - started - took)
+
+    async def run(self, payload: bytes, count: int) -> list[Any]:
+        """Send `count` encoded commands at once; their replies in order."""
+        replies: list[Any] = []
+        if count:
+            await self.stream(payload, [(count, replies.extend)])
         return replies
 
     async def ping(self) -> bool:
@@ -120,3 +139,7 @@ class RedisReader:
     async def close(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+
+def _ignore(_: list[Any]) -> None:
+    """The replies to connection set-up commands: errors raise before they get here."""

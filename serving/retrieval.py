@@ -14,6 +14,7 @@ no events, others null), whatever the status, so online equals offline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ class ViewResult:
     statuses: list[str]
     timestamps: list[str]
 
+    def expanded(self, row_of: list[int]) -> ViewResult:
+        """The result per request row, from the result per distinct entity."""
+        return ViewResult([[column[u] for u in row_of] for column in self.columns],
+                          [self.statuses[u] for u in row_of], [self.timestamps[u] for u in row_of])
+
 
 class Retriever:
     def __init__(self, redis: RedisReader) -> None:
@@ -78,25 +84,21 @@ class Retriever:
             if layout is None:
                 layout = layouts[fetch.join_keys] = _unique_entities(fetch.join_keys, cols)
             commands += _commands(catalog, fetch, layout[0])
-        replies = await self.redis.run(b"".join(commands), len(commands))
-        answers: list[list[Any]] = [[] for _ in plan.reads]
-        offset = 0
-        for fetch in plan.fetches:
-            count = len(layouts[fetch.join_keys][0])
-            mine = replies[offset:offset + count]
-            offset += count
-            if fetch.kind != "batch":
-                answers[fetch.read] = mine
-            for index, start, stop in fetch.parts:
-                answers[index] = [reply[start:stop] for reply in mine]
         t_text = format_ms(t_ms)
-        results: list[ViewResult] = []
-        for read, read_answers in zip(plan.reads, answers):
-            per_entity = self._evaluate(read, read_answers, t_ms, t_text, chosen_time)
-            if len(per_entity) < rows:  # some rows repeat an entity
-                per_entity = [per_entity[u] for u in layouts[read.join_keys][1]]
-            value_rows, statuses, stamps = zip(*per_entity)  # rows >= 1, features >= 1
-            results.append(ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps)))
+        found: list[ViewResult] = [None] * len(plan.reads)  # type: ignore[list-item]  # all set below
+
+        def taker(fetch: Fetch) -> Callable[[list[Any]], None]:
+            def take(replies: list[Any]) -> None:
+                if fetch.kind != "batch":
+                    found[fetch.read] = self._evaluate(plan.reads[fetch.read], replies, t_ms, t_text, chosen_time)
+                for index, start, stop in fetch.parts:
+                    found[index] = self._evaluate(plan.reads[index], [reply[start:stop] for reply in replies],
+                                                  t_ms, t_text, chosen_time)
+            return take
+
+        await self.redis.stream(b"".join(commands), [(len(layouts[f.join_keys][0]), taker(f)) for f in plan.fetches])
+        results = [result if len(result.statuses) == rows else result.expanded(layouts[read.join_keys][1])
+                   for read, result in zip(plan.reads, found)]  # fewer entities than rows: some rows repeat one
         for run in plan.on_demand:
             inputs: dict[str, list[Any]] = {f: cols[f] for f in run.spec.request_fields}
             for source in run.sources:
@@ -109,38 +111,37 @@ class Retriever:
                                       [t_text] * rows))
         return _assemble(catalog, plan, cols, rows, results)
 
-    def _evaluate(self, read: ViewRead, answers: list[Any], t_ms: int, t_text: str,
-                  chosen_time: bool) -> list[tuple[list[Any], str, str]]:
-        """(values of read.features, status, timestamp text) of each entity."""
+    def _evaluate(self, read: ViewRead, answers: list[Any], t_ms: int, t_text: str, chosen_time: bool) -> ViewResult:
+        """The values, status and timestamp text of each entity (rows >= 1, features >= 1)."""
         if read.kind == "batch":
-            return [self._batch(read, answer, t_ms, chosen_time) for answer in answers]
+            return self._batch(read, answers, t_ms, chosen_time)
         if read.kind == "window":
-            return _windowed(read, answers, t_ms, t_text)
-        spec = read.spec
-        assert isinstance(spec, StreamViewSpec)
-        out = []
-        for blob in answers:
-            features, last_ms = session_features_at(spec, blob, t_ms)
-            values = [features[f] for f in read.features]
-            if last_ms is None:
-                out.append((values, NOT_FOUND, EPOCH))
-            else:
-                status = PRESENT if features["session_event_count"] else OUTSIDE_MAX_AGE
-                out.append((values, status, format_ms(last_ms)))
-        return out
+            per_entity = _windowed(read, answers, t_ms, t_text)
+        else:
+            per_entity = _sessions(read, answers, t_ms)
+        value_rows, statuses, stamps = zip(*per_entity)
+        return ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps))
 
-    def _batch(self, read: ViewRead, answer: list[bytes | None], t_ms: int,
-               chosen_time: bool) -> tuple[list[Any], str, str]:
-        raw_ts = answer[-1]
-        if raw_ts is None:
-            return [None] * len(read.features), NOT_FOUND, EPOCH
-        row_ms, text = self.decoder.timestamp(raw_ts)
-        if chosen_time and row_ms > t_ms:  # replaying a time before the row Redis holds: not visible then
-            return [None] * len(read.features), NOT_FOUND, EPOCH
+    def _batch(self, read: ViewRead, answers: list[list[bytes | None]], t_ms: int, chosen_time: bool) -> ViewResult:
+        statuses, stamps, shown = [], [], []
         ttl = read.spec.ttl_ms
-        if ttl and row_ms < t_ms - ttl:  # t - ttl itself is inside, as in Feast and the export
-            return [None] * len(read.features), OUTSIDE_MAX_AGE, text
-        return self.decoder.values(answer[:-1]), PRESENT, text
+        timestamp = self.decoder.timestamp
+        for answer in answers:
+            raw_ts = answer[-1]
+            if raw_ts is None:
+                status, text = NOT_FOUND, EPOCH
+            else:
+                row_ms, text = timestamp(raw_ts)
+                if chosen_time and row_ms > t_ms:  # replaying a time before the row Redis holds: not visible then
+                    status, text = NOT_FOUND, EPOCH
+                elif ttl and row_ms < t_ms - ttl:  # t - ttl itself is inside, as in Feast and the export
+                    status = OUTSIDE_MAX_AGE
+                else:
+                    status = PRESENT
+            statuses.append(status)
+            stamps.append(text)
+            shown.append(answer[:-1] if status is PRESENT else None)
+        return ViewResult(self.decoder.columns(shown, len(read.features)), statuses, stamps)
 
 
 def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[Entity], list[int]]:
@@ -176,6 +177,21 @@ def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> lis
         else:
             status = PRESENT if oldest_present is None or newest_end > oldest_present else OUTSIDE_MAX_AGE
             out.append((values, status, t_text))
+    return out
+
+
+def _sessions(read: ViewRead, answers: list[Any], t_ms: int) -> list[tuple[list[Any], str, str]]:
+    spec = read.spec
+    assert isinstance(spec, StreamViewSpec)
+    out = []
+    for blob in answers:
+        features, last_ms = session_features_at(spec, blob, t_ms)
+        values = [features[f] for f in read.features]
+        if last_ms is None:
+            out.append((values, NOT_FOUND, EPOCH))
+        else:
+            status = PRESENT if features["session_event_count"] else OUTSIDE_MAX_AGE
+            out.append((values, status, format_ms(last_ms)))
     return out
 
 
