@@ -4,7 +4,9 @@ Commands arrive already encoded as RESP (the plan precomputes the constant parts
 as a batch view's HMGET fields), are written in one buffer, and their replies are parsed
 by hiredis: no per-command Python objects on either side. Replies come in groups (one per
 view read), and each group is handed on as soon as it is complete: Redis answers the next
-group while Python works on the last. Connections are pooled; one that fails or times out
+group while Python works on the last. Redis reads a client's commands 16 KB at a time and
+answers only after running all of them, so a large pipeline sends its first group alone and
+the rest once that group's replies arrive. Connections are pooled; one that fails or times out
 is dropped, and the next request opens a fresh one, so the server recovers by itself when
 Redis returns.
 """
@@ -24,7 +26,8 @@ from serving import metrics
 from serving.errors import Unavailable
 
 PING = b"*1\r\n$4\r\nPING\r\n"
-Group = tuple[int, Callable[[list[Any]], None]]  # a number of replies, and what takes them once all are in
+Group = tuple[bytes, int, Callable[[list[Any]], None]]  # commands, their count, what takes their replies
+_ONE_READ = 16 * 1024  # what Redis reads of a pipeline before it runs the commands read (PROTO_IOBUF_LEN)
 
 
 def bulk(arg: bytes | str) -> bytes:
@@ -49,12 +52,17 @@ class _Connection:
         self.parser = hiredis.Reader()
         self.loop = asyncio.get_running_loop()  # a connection is usable only on the loop that opened it
 
-    async def pipeline(self, payload: bytes, groups: Sequence[Group]) -> float:
+    async def pipeline(self, groups: Sequence[Group]) -> float:
         """Send the commands; each group's replies go to its taker in order. Returns the takers' seconds."""
-        self.writer.write(payload)
+        first = next((i + 1 for i, (_, count, _) in enumerate(groups) if count), len(groups))  # its first answer
+        head = b"".join(payload for payload, _, _ in groups[:first])
+        rest = b"".join(payload for payload, _, _ in groups[first:])
+        if len(head) + len(rest) <= _ONE_READ:
+            head, rest = head + rest, b""
+        self.writer.write(head)
         parser = self.parser
         took = 0.0
-        for count, take in groups:
+        for _, count, take in groups:
             replies: list[Any] = []
             while len(replies) < count:
                 reply = parser.gets()
@@ -63,6 +71,9 @@ class _Connection:
                     if not data:
                         raise ConnectionError("Redis closed the connection")
                     parser.feed(data)
+                    if rest:  # the first group is being answered: Redis can take the others
+                        self.writer.write(rest)
+                        rest = b""
                     continue
                 if isinstance(reply, hiredis.ReplyError):
                     raise ConnectionError(f"Redis replied {reply}")
@@ -91,24 +102,24 @@ class RedisReader:
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=1 << 20)
         connection = _Connection(reader, writer)
-        await connection.pipeline(self.hello, [(self.hello_replies, _ignore)])
+        await connection.pipeline([(self.hello, self.hello_replies, _ignore)])
         return connection
 
-    async def _stream(self, payload: bytes, groups: Sequence[Group]) -> float:
+    async def _stream(self, groups: Sequence[Group]) -> float:
         loop = asyncio.get_running_loop()
         while self.idle and self.idle[-1].loop is not loop:  # left over from an event loop that has ended
             self.idle.pop(0)
         connection = self.idle.pop() if self.idle else await self._connect()
         try:
-            took = await connection.pipeline(payload, groups)
+            took = await connection.pipeline(groups)
         except BaseException:  # replies may be left unread: the connection cannot be reused
             connection.close()
             raise
         self.idle.append(connection)
         return took
 
-    async def stream(self, payload: bytes, groups: Sequence[Group]) -> None:
-        """Send encoded commands at once; each group's replies, in order, to its taker as soon as they are in.
+    async def stream(self, groups: Sequence[Group]) -> None:
+        """Send each group's encoded commands; its replies, in order, to its taker as soon as they are in.
 
         The time limit covers the takers too; the Redis metric leaves their time out.
         """
@@ -117,7 +128,7 @@ class RedisReader:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no task per request, unlike wait_for
-                took = await self._stream(payload, groups)
+                took = await self._stream(groups)
         except (OSError, TimeoutError, ConnectionError) as exc:
             metrics.REDIS_ERRORS.inc()
             raise Unavailable(f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly") from None
@@ -127,7 +138,7 @@ class RedisReader:
         """Send `count` encoded commands at once; their replies in order."""
         replies: list[Any] = []
         if count:
-            await self.stream(payload, [(count, replies.extend)])
+            await self.stream([(payload, count, replies.extend)])
         return replies
 
     async def ping(self) -> bool:

@@ -78,12 +78,9 @@ class Retriever:
                       chosen_time: bool) -> Vectors:
         # Reads with the same join keys (all of a user's views) share the entity list.
         layouts: dict[tuple[str, ...], tuple[list[Entity], list[int]]] = {}
-        commands: list[bytes] = []
         for fetch in plan.fetches:
-            layout = layouts.get(fetch.join_keys)
-            if layout is None:
-                layout = layouts[fetch.join_keys] = _unique_entities(fetch.join_keys, cols)
-            commands += _commands(catalog, fetch, layout[0])
+            if fetch.join_keys not in layouts:
+                layouts[fetch.join_keys] = _unique_entities(fetch.join_keys, cols)
         t_text = format_ms(t_ms)
         found: list[ViewResult] = [None] * len(plan.reads)  # type: ignore[list-item]  # all set below
 
@@ -96,7 +93,8 @@ class Retriever:
                                                   t_ms, t_text, chosen_time)
             return take
 
-        await self.redis.stream(b"".join(commands), [(len(layouts[f.join_keys][0]), taker(f)) for f in plan.fetches])
+        await self.redis.stream([(_commands(catalog, f, layouts[f.join_keys][0]), len(layouts[f.join_keys][0]), taker(f))
+                                 for f in plan.fetches])
         results = [result if len(result.statuses) == rows else result.expanded(layouts[read.join_keys][1])
                    for read, result in zip(plan.reads, found)]  # fewer entities than rows: some rows repeat one
         for run in plan.on_demand:
@@ -153,14 +151,14 @@ def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[En
     return list(entities), row_of
 
 
-def _commands(catalog: Catalog, fetch: Fetch, entities: list[Entity]) -> list[bytes]:
+def _commands(catalog: Catalog, fetch: Fetch, entities: list[Entity]) -> bytes:
     if fetch.kind == "batch":
         keys = [bulk(catalog.entity_keys(fetch.join_keys, e)) for e in entities]
     else:
         assert fetch.state_key is not None
         keys = [bulk(fetch.state_key(e)) for e in entities]
     before, after = fetch.resp
-    return [before + key + after for key in keys]
+    return b"".join([before + key + after for key in keys])
 
 
 def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> list[tuple[list[Any], str, str]]:

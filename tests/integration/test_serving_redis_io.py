@@ -7,27 +7,32 @@ import random
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from featurestream.config import Settings
 from serving.redis_io import RedisReader, encode
 
 
-def test_groups_get_their_own_replies_in_order(settings: Settings, redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("count", [20, 1000])  # commands in one write, or more than Redis reads at once
+def test_groups_get_their_own_replies_in_order(settings: Settings, redis_client: redis.Redis, count: int) -> None:
     prefix = f"rio:{uuid.uuid4().hex}:"
     rng = random.Random(7)
-    values = {f"{prefix}{i}": rng.randbytes(rng.choice([0, 10, 5000, 70_000])) for i in range(300)}
+    values = {f"{prefix}{i}": rng.randbytes(rng.choice([0, 10, 5000, 70_000])) for i in range(count)}
     redis_client.mset(values)
     keys = list(values) + [f"{prefix}missing"]
-    sizes = [0, 1, 40, 0, 120, 3, len(keys) - 164]  # some groups empty; big values straddle socket reads
+    sizes = [0, 1, 4, 0, 12, 3, len(keys) - 20]  # some groups empty; big values straddle socket reads
     got: list[tuple[int, list[Any]]] = []
-    groups = [(size, lambda replies, g=g: got.append((g, replies))) for g, size in enumerate(sizes)]
-    payload = b"".join(encode(b"GET", key) for key in keys)
+    groups, offset = [], 0
+    for g, size in enumerate(sizes):
+        payload = b"".join(encode(b"GET", key) for key in keys[offset:offset + size])
+        groups.append((payload, size, lambda replies, g=g: got.append((g, replies))))
+        offset += size
 
     async def read() -> None:
         reader = RedisReader(settings.redis_url, 10.0)
         try:
-            await reader.stream(payload, groups)
+            await reader.stream(groups)
             assert await reader.ping()  # the connection is left clean for the next request
         finally:
             await reader.close()
