@@ -43,6 +43,7 @@ from serving.retrieval import Retriever, Vectors
 
 log = logging.getLogger("featurestream.serving")
 _JSON = "application/json"
+_YOUNG_COLLECTION_EVERY = 20_000  # allocations between young-generation GC passes (CPython's default: 700)
 
 
 class ServingState:
@@ -173,6 +174,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()  # the registry, Feast and the models stay for good: keep them out of every GC pass (p99)
+        # A 100-entity request holds tens of thousands of reply objects: at the default 700 allocations per
+        # young collection, each request paid dozens of passes over them (p99 of mixed 100 x 50: 17 -> 13 ms).
+        gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
         refresher = asyncio.create_task(state.refresh_forever())
         try:
             yield

@@ -6,18 +6,35 @@ request does no registry work: it only fills the plan with its entities.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from featurestream.definitions import BatchViewSpec, OnDemandViewSpec, RepoSpecs, StreamViewSpec
-from featurestream.online.keys import StateKeys
+from featurestream.online.keys import state_key
 from featurestream.online.reader import WindowReader
 from serving.errors import Invalid, NotFound
-from serving.feast_layout import EntityKeys, feature_fields
-from serving.redis_io import around_key
+from serving.feast_layout import BoundedCache, EntityKeys, feature_fields
+from serving.redis_io import around_key, bulk
 
 Kind = Literal["batch", "window", "session"]
+Entity = tuple[Any, ...]
 _PLAN_CACHE_LIMIT = 4096
+
+
+class EncodedKeys:
+    """The Redis key of an entity for one kind of read, RESP-encoded and cached: requests repeat entities."""
+
+    def __init__(self, key_of: Callable[[Entity], bytes | str]) -> None:
+        self._key_of = key_of
+        self._cache = BoundedCache()
+
+    def __call__(self, entity: Entity) -> bytes:
+        try:
+            return self._cache[entity]  # type: ignore[no-any-return]
+        except KeyError:
+            return self._cache.put(entity, bulk(self._key_of(entity)))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -29,8 +46,8 @@ class ViewRead:
     join_keys: tuple[str, ...]
     features: tuple[str, ...]  # batch: the fields fetched; stream: the features picked from the computed ones
     spec: BatchViewSpec | StreamViewSpec
+    keys: EncodedKeys
     fields: tuple[bytes, ...] = ()  # batch only: HMGET fields, `_ts:<view>` last
-    state_key: StateKeys | None = None  # stream only
     window: WindowReader | None = None  # windowed only
 
 
@@ -60,7 +77,12 @@ class Fetch:
     parts: tuple[tuple[int, int, int], ...]  # (index into plan.reads, its first reply field, end); batch only
     read: int  # stream fetches: the one read they answer
     resp: tuple[bytes, bytes]  # the command in RESP around its key: what goes before, what after
-    state_key: StateKeys | None = None
+    keys: EncodedKeys
+
+    def commands(self, entities: list[Entity]) -> bytes:
+        """The command of each entity, in RESP, back to back."""
+        before, after = self.resp
+        return before + (after + before).join(map(self.keys, entities)) + after
 
 
 @dataclass(frozen=True)
@@ -78,9 +100,12 @@ class Catalog:
 
     def __init__(self, specs: RepoSpecs) -> None:
         self.specs = specs
-        self.entity_keys = EntityKeys(specs.project, specs.join_key_types)
-        self._state_keys = {
-            name: StateKeys(specs.project, name, view.join_keys) for name, view in specs.stream_views.items()
+        entity_keys = EntityKeys(specs.project, specs.join_key_types)
+        self._keys = {  # per stream view, and per join keys of batch views (Feast keeps those in one hash)
+            **{name: EncodedKeys(functools.partial(state_key, specs.project, name, view.join_keys))
+               for name, view in specs.stream_views.items()},
+            **{view.join_keys: EncodedKeys(functools.partial(entity_keys, view.join_keys))
+               for view in specs.batch_views.values()},
         }
         self._plans: dict[tuple[tuple[str, ...], bool], Plan] = {}
 
@@ -157,12 +182,12 @@ class Catalog:
         if batch is not None:
             ordered = tuple(f for f in batch.feature_names if f in features)
             fields = tuple(feature_fields(view, ordered))
-            return ViewRead(view, "batch", batch.join_keys, ordered, batch, fields)
+            return ViewRead(view, "batch", batch.join_keys, ordered, batch, self._keys[batch.join_keys], fields)
         stream = self.specs.stream_views[view]
         ordered = tuple(f for f in stream.feature_names if f in features)
         if stream.is_session:
-            return ViewRead(view, "session", stream.join_keys, ordered, stream, state_key=self._state_keys[view])
-        return ViewRead(view, "window", stream.join_keys, ordered, stream, state_key=self._state_keys[view],
+            return ViewRead(view, "session", stream.join_keys, ordered, stream, self._keys[view])
+        return ViewRead(view, "window", stream.join_keys, ordered, stream, self._keys[view],
                         window=WindowReader(stream, ordered))
 
 
@@ -174,11 +199,11 @@ def _fetches(reads: tuple[ViewRead, ...]) -> tuple[Fetch, ...]:
             batch.setdefault(read.join_keys, []).append(index)
         else:
             resp = around_key(b"HGET", b"s") if read.kind == "session" else around_key(b"HGETALL")
-            fetches.append(Fetch(read.kind, read.join_keys, (), index, resp, read.state_key))
+            fetches.append(Fetch(read.kind, read.join_keys, (), index, resp, read.keys))
     for join_keys, indexes in batch.items():
         parts, fields = [], []
         for index in indexes:
             parts.append((index, len(fields), len(fields) + len(reads[index].fields)))
             fields += reads[index].fields
-        fetches.append(Fetch("batch", join_keys, tuple(parts), -1, around_key(b"HMGET", *fields)))
+        fetches.append(Fetch("batch", join_keys, tuple(parts), -1, around_key(b"HMGET", *fields), reads[indexes[0]].keys))
     return tuple(fetches)

@@ -21,14 +21,13 @@ from typing import Any
 from featurestream.definitions import StreamViewSpec
 from featurestream.ondemand import OnDemandError, run_on_demand
 from featurestream.online.reader import session_features_at
-from serving.catalog import Catalog, Fetch, Plan, ViewRead
+from serving.catalog import Catalog, Entity, Fetch, Plan, ViewRead
 from serving.errors import Invalid
 from serving.feast_layout import EPOCH, ValueDecoder, format_ms
-from serving.redis_io import RedisReader, bulk
+from serving.redis_io import RedisReader
 from serving.requests import Columns
 
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
-Entity = tuple[Any, ...]
 
 
 @dataclass
@@ -93,7 +92,7 @@ class Retriever:
                                                   t_ms, t_text, chosen_time)
             return take
 
-        await self.redis.stream([(_commands(catalog, f, layouts[f.join_keys][0]), len(layouts[f.join_keys][0]), taker(f))
+        await self.redis.stream([(f.commands(layouts[f.join_keys][0]), len(layouts[f.join_keys][0]), taker(f))
                                  for f in plan.fetches])
         results = [result if len(result.statuses) == rows else result.expanded(layouts[read.join_keys][1])
                    for read, result in zip(plan.reads, found)]  # fewer entities than rows: some rows repeat one
@@ -149,16 +148,6 @@ def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[En
     rows = [(v,) for v in keys[0]] if len(keys) == 1 else list(zip(*keys))
     row_of = [entities.setdefault(entity, len(entities)) for entity in rows]
     return list(entities), row_of
-
-
-def _commands(catalog: Catalog, fetch: Fetch, entities: list[Entity]) -> bytes:
-    if fetch.kind == "batch":
-        keys = [bulk(catalog.entity_keys(fetch.join_keys, e)) for e in entities]
-    else:
-        assert fetch.state_key is not None
-        keys = [bulk(fetch.state_key(e)) for e in entities]
-    before, after = fetch.resp
-    return b"".join([before + key + after for key in keys])
 
 
 def _windowed(read: ViewRead, answers: list[Any], t_ms: int, t_text: str) -> list[tuple[list[Any], str, str]]:
