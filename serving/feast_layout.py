@@ -7,6 +7,8 @@ the way Feast's feature server renders them (`feast.feature_server_utils`).
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -138,24 +140,17 @@ class ValueDecoder:
     def columns(self, rows: list[list[bytes | None] | None], width: int) -> list[list[Any]]:
         """One list per feature of `value` of each row's raw values, None throughout for a None row.
 
-        When every raw value is a finite double (the common case), all rows are unpacked by one
-        numpy call over their bytes instead of a Python call per value.
+        When every raw value is a finite double (the common case), the rows are unpacked by one
+        call over their joined bytes instead of a Python call per value.
         """
         shown = [row for row in rows if row is not None]
-        flat = list(chain.from_iterable(shown))
-        if flat and None not in flat and set(map(len, flat)) == {9}:
-            joined = b"".join(flat)  # type: ignore[arg-type]
-            if joined[::9] == bytes((_DOUBLE_TAG,)) * len(flat):
-                numbers = np.frombuffer(joined, _DOUBLE_VALUE)["number"]
-                if np.isfinite(numbers).all():
-                    matrix = numbers.reshape(len(shown), width).T
-                    if len(shown) == len(rows):
-                        return matrix.tolist()  # type: ignore[no-any-return]
-                    out = np.full((width, len(rows)), None, dtype=object)
-                    out[:, [i for i, row in enumerate(rows) if row is not None]] = matrix
-                    return out.tolist()  # type: ignore[no-any-return]
-        value = self.value
-        return [[None if row is None else value(row[f]) for row in rows] for f in range(width)]
+        found = _double_columns(list(chain.from_iterable(shown)), width)
+        if found is None:
+            value = self.value
+            return [[None if row is None else value(row[f]) for row in rows] for f in range(width)]
+        if len(shown) == len(rows):
+            return found
+        return [_spread(rows, column) for column in found]
 
     def timestamp(self, raw: bytes) -> tuple[int, str]:
         """(epoch ms, RFC 3339 text as Feast prints it) of a `_ts:<view>` field."""
@@ -167,6 +162,37 @@ class ValueDecoder:
 
 
 _second_texts = BoundedCache()
+_STRUCT_LIMIT = 64  # up to this many values struct beats numpy, whose fixed cost dominates small requests
+
+
+def _double_columns(flat: list[bytes | None], width: int) -> list[list[float]] | None:
+    """The columns of row-major double ValueProtos (a tag byte, then 8 bytes LE each), all finite; else None."""
+    count = len(flat)
+    if not count or None in flat or set(map(len, flat)) != {9}:  # type: ignore[arg-type]
+        return None
+    joined = b"".join(flat)  # type: ignore[arg-type]
+    if joined[::9] != bytes((_DOUBLE_TAG,)) * count:
+        return None
+    if count <= _STRUCT_LIMIT:
+        numbers = _doubles(count).unpack(joined)
+        if not all(map(math.isfinite, numbers)):
+            return None
+        return [list(numbers[f::width]) for f in range(width)]
+    array = np.frombuffer(joined, _DOUBLE_VALUE)["number"]
+    if not np.isfinite(array).all():
+        return None
+    return array.reshape(count // width, width).T.tolist()  # type: ignore[no-any-return]
+
+
+@functools.cache  # at most _STRUCT_LIMIT of them
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct("<" + "xd" * count)
+
+
+def _spread(rows: list[Any], values: list[Any]) -> list[Any]:
+    """`values` of the rows that are not None, in order, and None for the others."""
+    shown = iter(values)
+    return [None if row is None else next(shown) for row in rows]
 
 
 def format_ms(ts_ms: int) -> str:

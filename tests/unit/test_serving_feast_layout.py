@@ -46,16 +46,30 @@ _CELL = st.one_of(st.floats().map(lambda x: Value(double_val=x)),
                   st.integers(-(2**63), 2**63 - 1).map(lambda x: Value(int64_val=x)), st.just(None))
 
 
-@given(st.integers(1, 6).flatmap(lambda width: st.lists(st.one_of(
-    st.just(None), st.lists(_CELL, min_size=width, max_size=width),
-    st.lists(st.floats(allow_nan=False, allow_infinity=False).map(lambda x: Value(double_val=x)),
-             min_size=width, max_size=width)), min_size=1, max_size=8)).filter(
-    lambda rows: any(row is not None for row in rows)))
-def test_decoded_columns_equal_feasts(rows: list[list[Value | None] | None]) -> None:
-    """Rows of finite doubles take the vectorized path, anything else the per-value one; both equal Feast's."""
+def assert_columns_equal_feasts(rows: list[list[Value | None] | None]) -> None:
     width = len(next(row for row in rows if row is not None))
     raws = [None if row is None else [None if v is None else v.SerializeToString() for v in row] for row in rows]
     decoded = ValueDecoder().columns(raws, width)
     expected = [[None if row is None or row[f] is None else _value_to_native(row[f]) for row in rows]
                 for f in range(width)]
     assert [[repr(x) for x in column] for column in decoded] == [[repr(x) for x in column] for column in expected]
+
+
+_FINITE = st.floats(allow_nan=False, allow_infinity=False).map(lambda x: Value(double_val=x))
+
+
+@given(st.integers(1, 8).flatmap(lambda width: st.lists(st.one_of(
+    st.just(None), st.lists(_CELL, min_size=width, max_size=width),
+    st.lists(_FINITE, min_size=width, max_size=width)), min_size=1, max_size=16)).filter(
+    lambda rows: any(row is not None for row in rows)))
+def test_decoded_columns_equal_feasts(rows: list[list[Value | None] | None]) -> None:
+    """Rows of finite doubles are unpacked at once (struct when few, numpy when many), anything else value
+    by value; all equal Feast's."""
+    assert_columns_equal_feasts(rows)
+
+
+@given(st.lists(st.lists(_FINITE, min_size=10, max_size=10), min_size=7, max_size=40), st.data())
+def test_many_decoded_columns_equal_feasts(rows: list[list[Value]], data: st.DataObject) -> None:
+    """Past the struct limit, with some rows missing."""
+    missing = data.draw(st.sets(st.integers(0, len(rows) - 1), max_size=len(rows) - 1))
+    assert_columns_equal_feasts([None if i in missing else row for i, row in enumerate(rows)])
