@@ -27,20 +27,6 @@ def state_key(project: str, view: str, join_keys: Sequence[str], values: Sequenc
     return f"fs:{project}:{view}:{{{entity_tag(join_keys, values)}}}"
 
 
-class StateKeys:
-    """The state key of each entity of one view, formatted once per entity and batch."""
-
-    def __init__(self, project: str, view: str, join_keys: Sequence[str]) -> None:
-        self._parts = (project, view, join_keys)
-        self._keys: dict[tuple[Any, ...], str] = {}
-
-    def __call__(self, entity: tuple[Any, ...]) -> str:
-        key = self._keys.get(entity)
-        if key is None:
-            key = self._keys[entity] = state_key(*self._parts, entity)
-        return key
-
-
 def view_key_pattern(project: str, view: str) -> str:
     """A SCAN pattern matching every state key of one view (glob characters in the names escaped)."""
     escaped = re.sub(r"([\\*?\[\]])", r"\\\1", f"fs:{project}:{view}:")
