@@ -15,26 +15,19 @@ from featurestream.definitions import BatchViewSpec, OnDemandViewSpec, RepoSpecs
 from featurestream.online.keys import state_key
 from featurestream.online.reader import WindowReader
 from serving.errors import Invalid, NotFound
-from serving.feast_layout import BoundedCache, EntityKeys, feature_fields
+from serving.feast_layout import EntityKeys, feature_fields
 from serving.redis_io import around_key, bulk
 
 Kind = Literal["batch", "window", "session"]
 Entity = tuple[Any, ...]
+EncodedKeys = Callable[[Entity], bytes]
 _PLAN_CACHE_LIMIT = 4096
+_KEY_CACHE_SIZE = 200_000  # entities per kind of read
 
 
-class EncodedKeys:
-    """The Redis key of an entity for one kind of read, RESP-encoded and cached: requests repeat entities."""
-
-    def __init__(self, key_of: Callable[[Entity], bytes | str]) -> None:
-        self._key_of = key_of
-        self._cache = BoundedCache()
-
-    def __call__(self, entity: Entity) -> bytes:
-        try:
-            return self._cache[entity]  # type: ignore[no-any-return]
-        except KeyError:
-            return self._cache.put(entity, bulk(self._key_of(entity)))  # type: ignore[no-any-return]
+def _encoded_keys(key_of: Callable[[Entity], bytes | str]) -> EncodedKeys:
+    """The Redis key of an entity for one kind of read, RESP-encoded; cached (bounded): requests repeat entities."""
+    return functools.lru_cache(maxsize=_KEY_CACHE_SIZE)(lambda entity: bulk(key_of(entity)))
 
 
 @dataclass(frozen=True)
@@ -102,9 +95,9 @@ class Catalog:
         self.specs = specs
         entity_keys = EntityKeys(specs.project, specs.join_key_types)
         self._keys = {  # per stream view, and per join keys of batch views (Feast keeps those in one hash)
-            **{name: EncodedKeys(functools.partial(state_key, specs.project, name, view.join_keys))
+            **{name: _encoded_keys(functools.partial(state_key, specs.project, name, view.join_keys))
                for name, view in specs.stream_views.items()},
-            **{view.join_keys: EncodedKeys(functools.partial(entity_keys, view.join_keys))
+            **{view.join_keys: _encoded_keys(functools.partial(entity_keys, view.join_keys))
                for view in specs.batch_views.values()},
         }
         self._plans: dict[tuple[tuple[str, ...], bool], Plan] = {}
