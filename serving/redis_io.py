@@ -54,7 +54,8 @@ class _Connection:
 
     async def pipeline(self, groups: Sequence[Group]) -> float:
         """Send the commands; each group's replies go to its taker in order. Returns the takers' seconds."""
-        first = next((i + 1 for i, (_, count, _) in enumerate(groups) if count), len(groups))  # its first answer
+        # The head runs up to the first group that has replies: the rest waits for them to start arriving.
+        first = next((i + 1 for i, (_, count, _) in enumerate(groups) if count), len(groups))
         head = b"".join(payload for payload, _, _ in groups[:first])
         rest = b"".join(payload for payload, _, _ in groups[first:])
         if len(head) + len(rest) <= _ONE_READ:
