@@ -76,6 +76,8 @@ def materialize_stream(
     flush_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between event-log flushes and commits.")] = 2.0,
     idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds (backfills).")] = None,
     connect_timeout: Annotated[float, typer.Option(help="Give up when Kafka or Redis stay unreachable this long.")] = 120.0,
+    rejoin_after: Annotated[float, typer.Option(min=1, help="Recreate the Kafka consumer when it has been out of "
+                                                "its group (no coordinator) this many seconds.")] = 60.0,
 ) -> None:
     """Consume the KafkaSource topics of the stream views into Redis, the event log and the DLQ, exactly once.
 
@@ -92,7 +94,8 @@ def materialize_stream(
     if metrics_port:
         start_http_server(metrics_port)
     options = StreamOptions(group=group or f"featurestream-{specs.project}", kafka_config=kafka_client_config(config),
-                            batch_size=batch_size, flush_interval_s=flush_interval, idle_exit_s=idle_exit)
+                            batch_size=batch_size, flush_interval_s=flush_interval, idle_exit_s=idle_exit,
+                            rejoin_after_s=rejoin_after)
     topics = sorted({v.source.topic for v in views})
     console.print(f"materializing {', '.join(v.name for v in views)} from {', '.join(topics)} "
                   f"(group {options.group}" + (f", metrics on :{metrics_port}" if metrics_port else "") + ")")

@@ -17,3 +17,5 @@ LAG = Gauge("featurestream_stream_consumer_lag", "Messages behind the partition'
 FRESHNESS = Gauge("featurestream_stream_freshness_seconds",
                   "Now minus the event time of the newest applied event.", ["topic"])
 REDIS_RETRIES = Counter("featurestream_stream_redis_retries_total", "Redis writes retried after an error.")
+CONSUMER_RESTARTS = Counter("featurestream_stream_consumer_restarts_total",
+                            "Kafka consumers recreated after staying out of their group too long.")

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from featurestream.definitions import RepoSpecs, StreamViewSpec
 from materializers.stream import metrics
 from materializers.stream.dead_letters import DeadLetters
+from materializers.stream.group_watch import GroupWatch
 from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.redis_sink import RedisSink
 from materializers.stream.session_batch import SessionBatch
@@ -48,6 +49,8 @@ class StreamOptions:
     flush_interval_s: float = 2.0
     flush_events: int = 200_000
     idle_exit_s: float | None = None  # stop after this long with nothing to read (tests, backfills)
+    # A consumer whose group handler has not been "up" for this long is recreated (see group_watch).
+    rejoin_after_s: float = 60.0
     event_log: bool = True
 
 
@@ -83,6 +86,7 @@ class StreamMaterializer:
         self._pending_events = 0
         self._last_flush = time.monotonic()
         self._consumer: Consumer | None = None
+        self._watch = GroupWatch(options.rejoin_after_s)
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
         self._write_failed = False  # a micro-batch may be missing from Redis: never make its offsets durable
@@ -91,6 +95,37 @@ class StreamMaterializer:
     def stop(self, *_: Any) -> None:
         """Finish the current batch, flush, commit, and leave the loop (signal-handler safe)."""
         self._stopping = True
+
+    def _connect(self) -> Consumer:
+        """A consumer subscribed to the pipelines' topics, its group membership watched."""
+        self._watch = GroupWatch(self.options.rejoin_after_s)
+        consumer = Consumer({
+            **self.options.kafka_config,
+            "group.id": self.options.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 65536,
+            "statistics.interval.ms": 1_000,
+            "stats_cb": lambda stats: self._watch.observe(stats, time.monotonic()),
+        })
+        self._consumer = consumer
+        consumer.subscribe(list(self.pipelines), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        return consumer
+
+    def _reconnect(self, consumer: Consumer) -> Consumer:
+        """Replace a consumer wedged outside its group; its partitions count as lost (the next owner replays)."""
+        log.warning("the Kafka consumer has been out of its group for %.0f s (state %s): recreating it",
+                    self._watch.away_s(time.monotonic()), self._watch.state)
+        metrics.CONSUMER_RESTARTS.inc()
+        self._wait_for_writer()
+        self._forget({topic: set(p.partitions) for topic, p in self.pipelines.items()})
+        consumer.close()
+        return self._connect()
 
     def run(self) -> None:
         # Feast and pyarrow leave millions of long-lived objects (frozen: no pass visits them again), and
@@ -106,20 +141,7 @@ class StreamMaterializer:
                 signal.signal(sig, self.stop)
             except ValueError:  # not the main thread (tests): the caller stops us
                 pass
-        consumer = Consumer({
-            **self.options.kafka_config,
-            "group.id": self.options.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "fetch.wait.max.ms": 10,
-            "fetch.min.bytes": 65536,
-        })
-        self._consumer = consumer
-        consumer.subscribe(list(self.pipelines), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
+        consumer = self._connect()
         idle_since = time.monotonic()
         last_metrics = time.monotonic()
         try:
@@ -133,6 +155,9 @@ class StreamMaterializer:
                     break
                 if self._pending_events >= self.options.flush_events or now - self._last_flush >= self.options.flush_interval_s:
                     self.flush()
+                if self._watch.wedged(now):
+                    consumer = self._reconnect(consumer)
+                    idle_since = time.monotonic()
                 if now - last_metrics >= 1.0:
                     self._update_lag(consumer)
                     last_metrics = now
