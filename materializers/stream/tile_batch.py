@@ -27,6 +27,7 @@ EXPIRY_MARGIN_MS = 3_600_000
 N, S, Q, LO, HI, LV, LK = range(7)
 # A cell's key is tile start * MAX_SERIES + series index.
 MAX_SERIES = 1024
+SERIES_MASK = MAX_SERIES - 1
 
 
 @dataclass
@@ -55,10 +56,10 @@ class TileBatch:
         retention = series_retention_ms(view)
         # A tile starting at or before (newest event time - span) has left every window: per series
         # [span, slide, the suffixes of its fields], so the script can name the fields to drop.
+        self._spans = [retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms for s in self.series]
         self.keep = msgpack.encode({
-            f"{s.column}|{s.slide_ms}": [retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms, s.slide_ms,
-                                         [*s.components, *([LAST_KEY] if "lv" in s.components else [])]]
-            for s in self.series})
+            f"{s.column}|{s.slide_ms}": [span, s.slide_ms, [*s.components, *([LAST_KEY] if "lv" in s.components else [])]]
+            for s, span in zip(self.series, self._spans, strict=True)})
         # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
         self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
         self.segments: dict[tuple[Any, ...], dict[int, Segment]] = {}
@@ -83,10 +84,20 @@ class TileBatch:
 
     def key_update(self, segments: list[tuple[int, Segment]]) -> list[Any]:
         """One key's part of a TILE_MERGE call, flat: newest event time, number of segments, segments."""
-        update: list[Any] = [max(segment.max_ts for _, segment in segments), len(segments)]
+        newest = max(segment.max_ts for _, segment in segments)
+        update: list[Any] = [newest, len(segments)]
+        live = self._live_from(newest)
         for partition, segment in segments:
-            self._segment(update, partition, segment.first, segment.last, segment.cells)
+            self._segment(update, partition, segment.first, segment.last, segment.cells, live)
         return update
+
+    def _live_from(self, newest: int) -> list[int]:
+        """Per series, the cell key above which a tile is still live once the key's newest event is `newest`.
+
+        A tile at or below it is one TILE_MERGE drops (start <= newest - span): writing it would only
+        make Redis write, then prune it. Replaying history, most minute tiles of a micro-batch are such.
+        """
+        return [(newest - span) * MAX_SERIES + index for index, span in enumerate(self._spans)]
 
     def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
         """(key, its update, its segments in update order) for every entity in the batch."""
@@ -99,19 +110,22 @@ class TileBatch:
     def single_event_update(self, partition: int, segment: Segment) -> list[Any]:
         """One key's update replaying `segment` event by event, each its own fenced segment."""
         update: list[Any] = [segment.max_ts, len(segment.events)]
+        live = self._live_from(segment.max_ts)
         for offset, ts_ms, row in segment.events:
             cells: dict[int, list[Any]] = {}
             _accumulate(self._plan, cells, ts_ms, offset, row)
-            self._segment(update, partition, offset, offset, cells)
+            self._segment(update, partition, offset, offset, cells, live)
         return update
 
     def _segment(self, update: list[Any], partition: int, first: int, last: int,
-                 cells: dict[int, list[Any]]) -> None:
+                 cells: dict[int, list[Any]], live: list[int]) -> None:
         """Append one fenced segment: offset field, first and last offset, its ops' length, its ops."""
         header = len(update) + 3
         update += (offset_field(self.topic, partition), first, last, 0)
         emitters = self._emitters
         for where, cell in cells.items():
+            if where <= live[where & SERIES_MASK]:
+                continue
             emit = emitters.get(where)
             if emit is None:
                 emit = self._tile_emitters(where)
