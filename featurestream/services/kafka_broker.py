@@ -166,7 +166,14 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
 
 
 def _new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random Kafka cluster id, never starting with '-', which the storage tool would read as an option.
+
+    Kafka's own `kafka-storage random-uuid` draws again in that case, too (1 draw in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _up_local(settings: Settings) -> ServiceState:
