@@ -13,6 +13,7 @@ that costs an append instead of a dict of cells per entity, and the main thread
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -29,9 +30,8 @@ from featurestream.online.series import (
 from materializers.stream.key_cache import cached_state_keys
 
 EXPIRY_MARGIN_MS = 3_600_000
-# A cell's key is tile start * MAX_SERIES + series index (a power of two: the index is the low bits).
+# A cell's key is tile start * MAX_SERIES + series index.
 MAX_SERIES = 1024
-SERIES_MASK = MAX_SERIES - 1
 # component -> TILE_MERGE op kind
 _KINDS = {"n": "i", "s": "f", "q": "f", "lo": "<", "hi": ">", "lv": "l"}
 EMITTER_CACHE_SIZE = 1 << 16
@@ -81,7 +81,6 @@ class TileBatch:
         self._emitters = _emitters_of(self.series)
         self._events: list[tuple[tuple[Any, ...], int, int, int, dict[str, Any]]] = []
         self._batch: _Events | None = None  # the whole batch as columns, once `calls` has run
-        self._partitions: list[int] = []  # per segment
 
     def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
         self._events.append((entity, partition, offset, ts_ms, row))
@@ -110,12 +109,12 @@ class TileBatch:
         lasts = np.maximum.reduceat(offset[order], starts).tolist()
         max_ts = np.maximum.reduceat(ts[order], starts)
         segment_code = numbers // width
-        self._partitions = (numbers % width).tolist()
+        partition_of = (numbers % width).tolist()
         key_starts = np.flatnonzero(np.r_[True, segment_code[1:] != segment_code[:-1]])
         key_newest = np.maximum.reduceat(max_ts, key_starts)
         newest_by_segment = np.repeat(key_newest, np.diff(np.r_[key_starts, len(numbers)]))
         self._batch = _Events(ts, offset, list(rows), group, len(numbers))
-        ops = self._ops(self._batch, newest_by_segment, self._partitions)
+        ops = self._ops(self._batch, newest_by_segment, partition_of)
 
         max_ts_list = max_ts.tolist()
         segments = [Segment(f, la, m, n) for n, (f, la, m) in enumerate(zip(firsts, lasts, max_ts_list, strict=True))]
@@ -125,9 +124,9 @@ class TileBatch:
             update: list[Any] = [newest, stop - start]
             for number in range(start, stop):
                 segment = segments[number]
-                update += (self._offset_field(self._partitions[number]), segment.first, segment.last, len(ops[number]))
+                update += (self._offset_field(partition_of[number]), segment.first, segment.last, len(ops[number]))
                 update += ops[number]
-            out.append((self.key(entity), update, [(self._partitions[n], segments[n]) for n in range(start, stop)]))
+            out.append((self.key(entity), update, [(partition_of[n], segments[n]) for n in range(start, stop)]))
         return out
 
     def single_event_update(self, partition: int, segment: Segment) -> list[Any]:
@@ -173,11 +172,10 @@ class TileBatch:
             for position, component in enumerate(series.components):
                 kind, held = _KINDS[component], parts[component]
                 if component == "lv":
-                    ts, offsets = parts["ts"], parts["offset"]
-                    for g, emit, e in zip(groups, emits, held, strict=True):
+                    for g, emit, e, ts, offset in zip(groups, emits, held, parts["lv_ts"], parts["lv_offset"],
+                                                      strict=True):
                         _, name, key_name = emit[position]
-                        out[g] += (kind, name, encode_value(values[e]), key_name,
-                                   order_key(ts[e], partitions[g], offsets[e]))
+                        out[g] += (kind, name, encode_value(values[e]), key_name, order_key(ts, partitions[g], offset))
                 elif component in ("lo", "hi"):
                     for g, emit, e in zip(groups, emits, held, strict=True):
                         out[g] += (kind, emit[position][1], repr(values[e]))
@@ -203,7 +201,8 @@ class TileBatch:
 
 def _components(components: tuple[str, ...], values: list[Any], chosen: np.ndarray, cell: np.ndarray,
                 cells: int, events: _Events) -> dict[str, list[Any]]:
-    """Per component, its value in every cell (min, max and last: the index of the event that holds it).
+    """Per component, its value in every cell (min, max and last: the index of the event that holds it;
+    `lv_ts` and `lv_offset`: that event's time and offset).
 
     Sums add in event order, as one event at a time would; min and max keep the first of equal values.
     """
@@ -216,7 +215,7 @@ def _components(components: tuple[str, ...], values: list[Any], chosen: np.ndarr
     if "q" in components:
         squares = np.array([v * v for v in picked], dtype=np.float64)
         parts["q"] = np.bincount(cell, weights=squares, minlength=cells).tolist()
-    for component, better in (("lo", _lower), ("hi", _higher)):
+    for component, better in (("lo", operator.lt), ("hi", operator.gt)):
         if component in components:
             holder = [-1] * cells
             for e, c in zip(chosen.tolist(), cell.tolist(), strict=True):
@@ -228,18 +227,11 @@ def _components(components: tuple[str, ...], values: list[Any], chosen: np.ndarr
         # The greatest (event time, offset) per cell: sort by cell, then event time, then offset; take each cell's last.
         order = np.lexsort((events.offsets[chosen], events.ts[chosen], cell))
         ends = np.searchsorted(cell[order], np.arange(cells), side="right") - 1
-        parts["lv"] = chosen[order[ends]].tolist()
-        parts["ts"] = events.ts.tolist()
-        parts["offset"] = events.offsets.tolist()
+        winners = chosen[order[ends]]
+        parts["lv"] = winners.tolist()
+        parts["lv_ts"] = events.ts[winners].tolist()
+        parts["lv_offset"] = events.offsets[winners].tolist()
     return parts
-
-
-def _lower(value: Any, held: Any) -> bool:
-    return value < held
-
-
-def _higher(value: Any, held: Any) -> bool:
-    return value > held
 
 
 @cache
