@@ -191,8 +191,7 @@ def _fetches(reads: tuple[ViewRead, ...]) -> tuple[Fetch, ...]:
         if read.kind == "batch":
             batch.setdefault(read.join_keys, []).append(index)
         else:
-            resp = around_key(b"HGET", b"s") if read.kind == "session" else around_key(b"HGETALL")
-            fetches.append(Fetch(read.kind, read.join_keys, (), index, resp, read.keys))
+            fetches.append(Fetch(read.kind, read.join_keys, (), index, around_key(b"HGET", b"s"), read.keys))
     for join_keys, indexes in batch.items():
         parts, fields = [], []
         for index in indexes:

@@ -157,7 +157,7 @@ def actual_features(client: Any, project: str, view: StreamViewSpec, entity: tup
     key = state_key(project, view.name, view.join_keys, entity)
     if view.is_session:
         return session_features(view, client.hget(key, "s"), t_ms)
-    return window_features(view, client.hgetall(key), t_ms)
+    return window_features(view, client.hget(key, "s"), t_ms)
 
 
 def mismatches(client: Any, project: str, views: list[StreamViewSpec], accepted: list[dict[str, Any]],

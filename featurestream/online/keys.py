@@ -6,10 +6,9 @@ lands in one slot and a request needs one round trip. Inside the hash:
 
 | field | holds |
 |---|---|
+| `s` | the encoded state: live tiles (windowed views, see `series`) or sessions (`featurestream.windows.sessions`) |
+| `v` | the state's version, a token unique to the write (the compare-and-set's check) |
 | `o|<topic>|<partition>` | last applied offset of that source partition (the exactly-once fence) |
-| `<column>|<slide_ms>|<tile_start_ms>|<component>` | one partial of one tile (windowed views) |
-| `s`, `v` | encoded session state and its version (session views) |
-| `_p` | the tile-retention cutoff last applied |
 """
 
 from __future__ import annotations
@@ -35,14 +34,6 @@ def view_key_pattern(project: str, view: str) -> str:
 
 def offset_field(topic: str, partition: int) -> str:
     return f"o|{topic}|{partition}"
-
-
-def parse_tile_field(name: str) -> tuple[str, int, int, str] | None:
-    """(column, slide_ms, tile_start_ms, component), or None for a non-tile field."""
-    parts = name.split("|")
-    if len(parts) != 4 or parts[0] == "o":
-        return None
-    return parts[0], int(parts[1]), int(parts[2]), parts[3]
 
 
 def progress_key(project: str, group: str, topic: str) -> str:

@@ -1,13 +1,25 @@
-"""Tile series: the partials a windowed view keeps, shared between its aggregations.
+"""Tile series: the partials a windowed view keeps, shared between its aggregations, and their encoding.
 
 Aggregations over the same column and slide share tiles (a 5 min and a 1 h
 count with a 1 min slide read the same `n` partials), so a view stores one
 series per (column, slide) holding the union of the components its functions need.
+
+An entity's tiles are one field of its hash (`s`), MessagePack: a map from series
+name to the series' live tiles, flat and oldest first: `[start, slot, slot, ...,
+start, ...]`, a tile's slots being its components in `COMPONENT_ORDER` (`last`'s
+order key after its value), and under `NEWEST` the newest event time applied,
+which tiles are kept relative to. One field, however many tiles a write touches, keeps a
+write's Redis cost per key instead of per tile and component. The name holds the
+components, so a reader or writer whose definition of a series differs sees no
+tiles instead of misreading them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec import msgpack
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.windows.aggregations import COMPONENTS, LAST_ORDER_KEY
@@ -18,6 +30,10 @@ FUNCTION_COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 COMPONENT_ORDER = ("n", "s", "q", "lo", "hi", "lv")
 LAST_KEY = LAST_ORDER_KEY  # the order key stored beside `lv`
+# slot -> how two tiles' values of it merge: add, min, max, last (by the order key in the next slot), key
+SLOT_KINDS: dict[str, str] = {
+    **{component: kind for components in COMPONENTS.values() for component, kind in components}, LAST_KEY: "key",
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,23 @@ class Series:
     column: str
     slide_ms: int
     components: tuple[str, ...]
+    name: str = field(init=False)  # the series' key in the encoded state
+    slots: tuple[str, ...] = field(init=False)  # what a tile holds after its start
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.column}|{self.slide_ms}|{'.'.join(self.components)}")
+        object.__setattr__(self, "slots", (*self.components, *((LAST_KEY,) if "lv" in self.components else ())))
+
+
+TileState = dict[str, Any]  # series name -> [start, slots..., start, slots...], oldest first; NEWEST -> ms
+NEWEST = "newest"  # no series name: those hold `|`
+
+
+def decode_tiles(blob: bytes | None) -> TileState:
+    return msgpack.decode(blob) if blob else {}
+
+
+encode_tiles = msgpack.encode
 
 
 def view_series(view: StreamViewSpec) -> tuple[Series, ...]:

@@ -1,9 +1,8 @@
 """Mergeable partials of the aggregation functions.
 
 A partial is a plain dict of components, for example `{"n": 3, "s": 7.5}` for
-a mean. Every component merges on its own by one of four kinds, so the stream
-materializer can keep each one in its own Redis hash field and merge it with
-HINCRBY / HINCRBYFLOAT / compare-and-set, with no read-modify-write in Python:
+a mean. Every component merges on its own by one of four kinds, so a tile can
+keep its partials as a flat run of slots (`merge_slots`):
 
 | kind | merge |
 |---|---|
@@ -21,6 +20,7 @@ The empty partial `{}` is the identity of `merge`. Nulls are ignored as in SQL.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 Partial = dict[str, Any]
@@ -58,7 +58,7 @@ def accumulate(function: str, partial: Partial | None, value: Any, order_key: An
     elif function == "var" or function == "stddev":
         partial["n"] = partial.get("n", 0) + 1
         partial["s"] = partial.get("s", 0) + value
-        # Always a float: Redis adds it with HINCRBYFLOAT, and squares of big ints would overflow JSON.
+        # Always a float: squares of big ints would overflow JSON (session state) and MessagePack (tiles).
         partial["q"] = partial.get("q", 0.0) + float(value) * value
     elif function == "min":
         lo = partial.get("lo")
@@ -94,23 +94,37 @@ def _merge_into(function: str, into: Partial, b: Partial) -> Partial:
     for component, kind in COMPONENTS[function]:
         if component not in b:
             continue
-        other = b[component]
         if component not in into:
-            into[component] = other
+            into[component] = b[component]
             if kind == "last":
                 into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
-        elif kind == "add":
-            into[component] += other
-        elif kind == "min":
-            if other < into[component]:
-                into[component] = other
-        elif kind == "max":
-            if other > into[component]:
-                into[component] = other
-        elif b[LAST_ORDER_KEY] > into[LAST_ORDER_KEY]:
-            into[component] = other
-            into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
+            continue
+        last = kind == "last"
+        held = [into[component], into[LAST_ORDER_KEY]] if last else [into[component]]
+        merge_slots(held, 0, (kind, "key") if last else (kind,),
+                    (b[component], b[LAST_ORDER_KEY]) if last else (b[component],), 0)
+        into[component] = held[0]
+        if last:
+            into[LAST_ORDER_KEY] = held[1]
     return into
+
+
+def merge_slots(into: list[Any], at: int, kinds: Sequence[str], source: Sequence[Any], start: int) -> None:
+    """Merge partial components laid out as slots, `source[start:]` into `into[at:]`, a kind per slot
+    (`last`'s order key in the slot after its value, of kind `key`): stored tiles are such slots."""
+    for offset, kind in enumerate(kinds):
+        value, here = source[start + offset], at + offset
+        if kind == "add":
+            into[here] += value
+        elif kind == "min":
+            if value < into[here]:
+                into[here] = value
+        elif kind == "max":
+            if value > into[here]:
+                into[here] = value
+        elif kind == "last" and source[start + offset + 1] > into[here + 1]:
+            into[here] = value
+            into[here + 1] = source[start + offset + 1]
 
 
 def finalize(function: str, partial: Partial) -> Any:

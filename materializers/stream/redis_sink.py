@@ -1,172 +1,143 @@
-"""Writes one micro-batch to Redis: fenced tile merges and session compare-and-set.
+"""Writes one micro-batch to Redis: a compare-and-set of each entity's state, fenced by offsets.
 
-Keys go many to a script call (each key still updated atomically on its own),
+Keys go many to a script call (each key still compared and set on its own),
 grouped by hash slot on Redis Cluster. Commands stream out while the rest are
-built (`commands.CommandStream`). A normal batch costs one round trip: tile merges,
-then compare-and-set of the session keys this process wrote last (their state is
-cached), and reads of the others, which are written in a second round trip.
-Conflicts, which happen only after crashes, rebalances or a second writer, cost
-more round trips but never double count.
+built (`commands.CommandStream`). A normal batch costs one round trip: the
+compare-and-set of the keys this process wrote last (their state is cached), and
+reads of the others, which are written in a second round trip. Conflicts, which
+happen only after crashes, rebalances or a second writer, cost more round trips
+but never double count.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import redis
-from msgspec import msgpack
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from featurestream.online.scripts import SESSION_CAS, TILE_MERGE
-from materializers.stream.commands import CommandStream, ClusterCommands, command_stream
+from featurestream.online.scripts import STATE_CAS
+from materializers.stream.commands import command_stream
 from materializers.stream.metrics import REDIS_RETRIES
-from materializers.stream.session_batch import SessionBatch
-from materializers.stream.session_cache import SessionCache, StoredSession
-from materializers.stream.tile_batch import Segment, TileBatch
+from materializers.stream.state_batch import Entity, StateBatch
+from materializers.stream.state_cache import StateCache, StoredState
 
 log = logging.getLogger(__name__)
-PARTLY_APPLIED = 2
 MAX_CAS_ROUNDS = 50
 KEYS_PER_CALL = 200
-T = TypeVar("T")
-Commands = CommandStream | ClusterCommands
-# (batch, entity, key, what Redis holds) of a session key ready for its compare-and-set
-Ready = tuple[SessionBatch, Any, str, StoredSession]
+# (batch, entity, key, what Redis holds) of a key ready for its compare-and-set
+Ready = tuple[StateBatch, Entity, str, StoredState]
+ToRead = tuple[StateBatch, Entity, str]
+# a Ready's, then the new state, its encoding and the last offset applied per partition
+Update = tuple[StateBatch, Entity, str, StoredState, Any, bytes, dict[int, int]]
 
 
 class RedisSink:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._cluster = isinstance(client, RedisCluster)
-        self._tile_merge = client.register_script(TILE_MERGE)
-        self._session_cas = client.register_script(SESSION_CAS)
-        self._sessions = SessionCache()
+        self._cas = client.register_script(STATE_CAS)
+        self._cache = StateCache()
 
-    def write(self, tiles: list[TileBatch], sessions: list[SessionBatch]) -> None:
-        """Apply the batch, retrying with backoff while Redis is unreachable (safe: every write is fenced)."""
+    def write(self, *batches: Sequence[StateBatch]) -> None:
+        """Apply the view batches, retrying with backoff while Redis is unreachable (safe: every write is fenced)."""
+        views = [batch for group in batches for batch in group]
         delay = 0.1
-        load_scripts = False
+        load_script = False
         while True:
             try:
-                if load_scripts:
-                    for script in (self._tile_merge, self._session_cas):
-                        self.client.script_load(script.script)
-                self._write_once(tiles, sessions)
+                if load_script:
+                    self.client.script_load(self._cas.script)
+                self._write_once(views)
                 return
-            except NoScriptError:  # a restarted or flushed Redis: load the scripts, then send it all again
-                load_scripts = True
+            except NoScriptError:  # a restarted or flushed Redis: load the script, then send it all again
+                load_script = True
             except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
                 REDIS_RETRIES.inc()
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except BaseException:
+                self._cache.clear()
+                raise
+            # The cached states were updated in place for writes Redis may or may not hold: forget them all.
+            self._cache.clear()
 
-    def _groups(self, items: Sequence[T], key_of: Any) -> Iterator[list[T]]:
-        """Chunks of items whose keys one script call may touch (one hash slot each on a cluster)."""
-        if self._cluster:
-            by_slot: dict[int, list[T]] = {}
-            for item in items:
-                by_slot.setdefault(key_slot(key_of(item).encode()), []).append(item)
-            buckets: Iterator[list[T]] = iter(by_slot.values())
-        else:
-            buckets = iter([list(items)])
-        for bucket in buckets:
-            for start in range(0, len(bucket), KEYS_PER_CALL):
-                yield bucket[start:start + KEYS_PER_CALL]
-
-    def _write_once(self, tiles: list[TileBatch], sessions: list[SessionBatch]) -> None:
-        to_read: list[tuple[SessionBatch, Any, str]] = []
+    def _write_once(self, batches: list[StateBatch]) -> None:
+        to_read: list[ToRead] = []
         ready: list[Ready] = []
-        for batch in sessions:
+        for batch in batches:
             for entity in batch.entities():
                 key = batch.key(entity)
-                stored = self._sessions.get(key, batch.partitions(entity))
+                stored = self._cache.get(key, batch.partitions(entity))
                 if stored is None:
                     to_read.append((batch, entity, key))
                 else:
                     ready.append((batch, entity, key, stored))
-        first = True
+        version = self._cache.new_version()  # one per write: a key is written at most once by it
         for _ in range(MAX_CAS_ROUNDS):
             with command_stream(self.client) as commands:
-                tile_groups = self._send_tiles(commands, tiles) if first else []
                 for batch, entity, key in to_read:
                     commands.send("HMGET", key, *batch.read_fields(entity))
-                cas = self._send_cas(commands, ready)
+                cas = self._send_cas(commands, ready, version)
                 replies = _raise_errors(commands.replies())
-            if first:
-                self._resend_partly_applied(tile_groups, replies[:len(tile_groups)])
-                first = False
-            reads = replies[len(tile_groups):len(tile_groups) + len(to_read)]
-            failed = self._settle_cas(cas, replies[len(tile_groups) + len(to_read):])
+            reads = replies[:len(to_read)]
+            failed = self._settle_cas(cas, replies[len(to_read):], version)
             ready = [(batch, entity, key, batch.stored(entity, read))
                      for (batch, entity, key), read in zip(to_read, reads, strict=True)]
             to_read = failed
             if not ready and not to_read:
                 return
-        raise RuntimeError(f"session state of {len(to_read)} entities kept changing under us; another writer?")
+        raise RuntimeError(f"the state of {len(to_read)} entities kept changing under us; another writer?")
 
-    def _send_tiles(self, commands: Commands, tiles: list[TileBatch]) -> list[tuple[TileBatch, list[Any]]]:
-        groups = []
-        for batch in tiles:
-            for group in self._groups(batch.calls(), lambda call: call[0]):
-                self._send_tile_merge(commands, batch, [key for key, _, _ in group], [update for _, update, _ in group])
-                groups.append((batch, group))
-        return groups
-
-    def _send_tile_merge(self, commands: Commands, batch: TileBatch, keys: list[str], updates: list[Any]) -> None:
-        commands.send("EVALSHA", self._tile_merge.sha, len(keys), *keys, batch.expiry_ms, batch.prune_every_ms,
-                      batch.keep, msgpack.encode(updates))
-
-    def _resend_partly_applied(self, groups: list[tuple[TileBatch, list[Any]]], results: list[list[int]]) -> None:
-        resend: list[tuple[TileBatch, str, int, Segment]] = []
-        for (batch, group), per_key in zip(groups, results, strict=True):
-            for (key, _, segments), statuses in zip(group, per_key, strict=True):
-                for (partition, segment), status in zip(segments, statuses, strict=True):
-                    if status == PARTLY_APPLIED:
-                        resend.append((batch, key, partition, segment))
-        if not resend:
-            return
-        with command_stream(self.client) as commands:
-            for batch, key, partition, segment in resend:
-                self._send_tile_merge(commands, batch, [key], [batch.single_event_update(partition, segment)])
-            _raise_errors(commands.replies())
-
-    def _send_cas(self, commands: Commands, ready: list[Ready]) -> list[list[Any]]:
-        """Send the compare-and-set of every key with events to apply; returns the sent calls' updates."""
-        updates = []
+    def _send_cas(self, commands: Any, ready: list[Ready], version: str) -> list[list[Update]]:
+        """Send the compare-and-set of every key with events to apply, a call as soon as it is full (Redis
+        runs it while the next is built); returns the sent calls' updates."""
+        sent = []
+        pending: dict[tuple[int, int], list[Update]] = {}  # (hash slot on a cluster, expiry) -> a call's updates
         for batch, entity, key, stored in ready:
             new = batch.update(entity, stored)
-            if new is not None:
-                updates.append((batch, entity, key, stored, *new, self._sessions.new_version()))
-        sent = []
-        for group in self._groups(updates, lambda update: update[2]):
-            by_batch: dict[int, list[Any]] = {}
-            for update in group:
-                by_batch.setdefault(id(update[0]), []).append(update)
-            for same in by_batch.values():
-                args: list[Any] = [same[0][0].expiry_ms]
-                for batch, _, _, stored, blob, offsets, version in same:
-                    args += [stored.version, version, blob, len(offsets)]
-                    for partition, offset in sorted(offsets.items()):
-                        args += [batch.offset_field(partition), offset]
-                commands.send("EVALSHA", self._session_cas.sha, len(same), *(update[2] for update in same), *args)
-                sent.append(same)
+            if new is None:
+                continue
+            bucket = (key_slot(key.encode()) if self._cluster else 0, batch.expiry_ms)
+            call = pending.get(bucket)
+            if call is None:
+                call = pending[bucket] = []
+            call.append((batch, entity, key, stored, *new))
+            if len(call) >= KEYS_PER_CALL:
+                self._send_call(commands, call, bucket[1], version)
+                sent.append(call)
+                pending[bucket] = []
+        for (_, expiry_ms), call in pending.items():
+            if call:
+                self._send_call(commands, call, expiry_ms, version)
+                sent.append(call)
         return sent
 
-    def _settle_cas(self, sent: list[list[Any]], replies: list[list[int]]) -> list[tuple[SessionBatch, Any, str]]:
+    def _send_call(self, commands: Any, call: list[Update], expiry_ms: int, version: str) -> None:
+        args: list[Any] = [expiry_ms, version]
+        for batch, _, _, stored, _, blob, offsets in call:
+            args += (stored.version, blob, len(offsets))
+            for partition, offset in sorted(offsets.items()) if len(offsets) > 1 else offsets.items():
+                args += (batch.offset_field(partition), offset)
+        commands.send("EVALSHA", self._cas.sha, len(call), *(update[2] for update in call), *args)
+
+    def _settle_cas(self, sent: list[list[Update]], replies: list[list[int]], version: str) -> list[ToRead]:
         """Cache what was written; returns the keys somebody else wrote first, to read and retry."""
         failed = []
-        for same, oks in zip(sent, replies, strict=True):
-            for (batch, entity, key, stored, blob, offsets, version), ok in zip(same, oks, strict=True):
+        cache = self._cache
+        for call, oks in zip(sent, replies, strict=True):
+            for (batch, entity, key, stored, state, _, offsets), ok in zip(call, oks, strict=True):
                 if ok:
-                    self._sessions.put(key, StoredSession(version, blob, {**stored.applied, **offsets}))
+                    stored.applied.update(offsets)  # the entry is replaced: updating in place is safe
+                    cache.put(key, StoredState(version, state, stored.applied))
                 else:
-                    self._sessions.drop(key)
+                    cache.drop(key)
                     failed.append((batch, entity, key))
         return failed
 

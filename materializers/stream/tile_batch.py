@@ -1,245 +1,110 @@
-"""One micro-batch of a windowed view, pre-aggregated per entity, partition and tile.
+"""One micro-batch of a windowed view: each entity's events merged into its tiles in Python.
 
-Pre-aggregating keeps Redis work proportional to distinct tiles, not events.
-Each (entity, partition) becomes one fenced segment of the TILE_MERGE script; a
-segment Redis reports as partly applied (possible only right after a crash or
-rebalance) is resent event by event, so no event counts twice.
-
-Events are only collected as they arrive; the batch is aggregated at once when
-its updates are built, with numpy grouping per tile series. Per event and view
-that costs an append instead of a dict of cells per entity, and the main thread
-(decoding the next batch) gives the writer thread the work.
+The sink hands over the entity's stored tiles (`featurestream.online.series`
+documents the encoding) and the offsets they include; the events past those are
+merged one at a time, in arrival order, into the tile of each series they fall in,
+tiles that left every window are dropped, and the whole state goes back by
+compare-and-set (see `state_batch`). Live traffic brings one event per entity and
+micro-batch, history a handful: per-event work in Python beats grouping the batch
+first, and Redis does one write per entity, whatever the number of tiles.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import numpy as np
-import orjson
-from msgspec import msgpack
-
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import offset_field
 from featurestream.online.series import (
-    LAST_KEY, Series, order_key, retention_ms, series_retention_ms, view_series,
+    NEWEST, SLOT_KINDS, TileState, decode_tiles, encode_tiles, order_key, retention_ms, series_retention_ms,
+    view_series,
 )
-from materializers.stream.key_cache import cached_state_keys
-
-EXPIRY_MARGIN_MS = 3_600_000
-# A cell's key is tile start * MAX_SERIES + series index.
-MAX_SERIES = 1024
-# component -> TILE_MERGE op kind
-_KINDS = {"n": "i", "s": "f", "q": "f", "lo": "<", "hi": ">", "lv": "l"}
-EMITTER_CACHE_SIZE = 1 << 16
-Emitter = list[tuple[str, str, str | None]]  # per component: (component, field, order-key field)
+from featurestream.windows.aggregations import merge_slots
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
+from materializers.stream.state_cache import StoredState
 
 
-@dataclass(slots=True)
-class Segment:
-    """One entity's events from one partition in the micro-batch: one fenced part of its key's update."""
-
-    first: int
-    last: int
-    max_ts: int
-    number: int  # the segment's place among the batch's segments
-
-
-@dataclass(slots=True)
-class _Events:
-    """A set of the batch's events as columns: event time, offset, row, and the segment each belongs to."""
-
-    ts: np.ndarray
-    offsets: np.ndarray
-    rows: list[dict[str, Any]]
-    group: np.ndarray  # per event, the fenced segment (of `groups`) it is applied in
-    groups: int
-
-
-class TileBatch:
+class TileBatch(StateBatch):
     def __init__(self, project: str, view: StreamViewSpec) -> None:
-        self.project = project
-        self.view = view
-        self.topic = view.source.topic
+        super().__init__(project, view)
         self.series = view_series(view)
-        if len(self.series) >= MAX_SERIES:
-            raise ValueError(f"stream view {view.name!r} keeps {len(self.series)} tile series; at most {MAX_SERIES - 1}")
         self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
         retention = series_retention_ms(view)
-        # A tile starting at or before (newest event time - span) has left every window: per series
-        # [span, slide, the suffixes of its fields], so the script can name the fields to drop.
-        self._spans = [retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms for s in self.series]
-        self.keep = msgpack.encode({
-            f"{s.column}|{s.slide_ms}": [span, s.slide_ms, [*s.components, *([LAST_KEY] if "lv" in s.components else [])]]
-            for s, span in zip(self.series, self._spans, strict=True)})
-        # Scanning a hash for old tiles costs a pass over its fields: at most every tenth of the shortest retention.
-        self.prune_every_ms = max(min(s.slide_ms for s in self.series), min(retention.values()) // 10)
-        self.key = cached_state_keys(project, view)
-        self._emitters = _emitters_of(self.series)
-        self._events: list[tuple[tuple[Any, ...], int, int, int, dict[str, Any]]] = []
-        self._batch: _Events | None = None  # the whole batch as columns, once `calls` has run
+        # Per series: name, column, slide, span (a tile starting at or before the newest event time
+        # minus it has left every window), its slots' merge kinds and components.
+        self._plan = [(s.name, s.column, s.slide_ms, retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms,
+                       tuple(SLOT_KINDS[slot] for slot in s.slots), s.components) for s in self.series]
+        self._names = frozenset([NEWEST, *(s.name for s in self.series)])
 
-    def add(self, entity: tuple[Any, ...], partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
-        self._events.append((entity, partition, offset, ts_ms, row))
+    def decode(self, blob: bytes | None) -> TileState:
+        """The stored state, less the series this view no longer keeps."""
+        names = self._names
+        return {name: tiles for name, tiles in decode_tiles(blob).items() if name in names}
 
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def calls(self) -> list[tuple[str, list[Any], list[tuple[int, Segment]]]]:
-        """(key, its update, its segments in update order) for every entity in the batch.
-
-        A key's update, flat: newest event time, number of segments, then per segment (one per
-        partition, ascending) its offset field, first and last offset, its ops' length and its ops.
-        """
-        entities, partitions, offsets, times, rows = zip(*self._events)
-        codes: dict[tuple[Any, ...], int] = {}
-        code = np.fromiter((codes.setdefault(e, len(codes)) for e in entities), np.int64, len(entities))
-        partition = np.fromiter(partitions, np.int64, len(partitions))
-        offset = np.fromiter(offsets, np.int64, len(offsets))
-        ts = np.fromiter(times, np.int64, len(times))
-        # Segments sort by entity (first seen first), then partition.
-        width = int(partition.max()) + 1
-        numbers, group = np.unique(code * width + partition, return_inverse=True)
-        order = np.argsort(group, kind="stable")
-        starts = np.searchsorted(group[order], np.arange(len(numbers)))
-        firsts = np.minimum.reduceat(offset[order], starts).tolist()
-        lasts = np.maximum.reduceat(offset[order], starts).tolist()
-        max_ts = np.maximum.reduceat(ts[order], starts)
-        segment_code = numbers // width
-        partition_of = (numbers % width).tolist()
-        key_starts = np.flatnonzero(np.r_[True, segment_code[1:] != segment_code[:-1]])
-        key_newest = np.maximum.reduceat(max_ts, key_starts)
-        newest_by_segment = np.repeat(key_newest, np.diff(np.r_[key_starts, len(numbers)]))
-        self._batch = _Events(ts, offset, list(rows), group, len(numbers))
-        ops = self._ops(self._batch, newest_by_segment, partition_of)
-
-        max_ts_list = max_ts.tolist()
-        segments = [Segment(f, la, m, n) for n, (f, la, m) in enumerate(zip(firsts, lasts, max_ts_list, strict=True))]
-        out = []
-        bounds = [*key_starts.tolist(), len(numbers)]
-        for entity, newest, start, stop in zip(codes, key_newest.tolist(), bounds, bounds[1:], strict=False):
-            update: list[Any] = [newest, stop - start]
-            for number in range(start, stop):
-                segment = segments[number]
-                update += (self._offset_field(partition_of[number]), segment.first, segment.last, len(ops[number]))
-                update += ops[number]
-            out.append((self.key(entity), update, [(partition_of[n], segments[n]) for n in range(start, stop)]))
-        return out
-
-    def single_event_update(self, partition: int, segment: Segment) -> list[Any]:
-        """One key's update replaying `segment` event by event, each its own fenced segment."""
-        assert self._batch is not None, "calls() builds the batch's columns first"
-        batch = self._batch
-        chosen = np.flatnonzero(batch.group == segment.number)
-        events = _Events(batch.ts[chosen], batch.offsets[chosen], [batch.rows[i] for i in chosen.tolist()],
-                         np.arange(len(chosen)), len(chosen))
-        ops = self._ops(events, np.full(len(chosen), segment.max_ts), [partition] * len(chosen))
-        update: list[Any] = [segment.max_ts, len(chosen)]
-        for offset, segment_ops in zip(events.offsets.tolist(), ops, strict=True):
-            update += (self._offset_field(partition), offset, offset, len(segment_ops))
-            update += segment_ops
-        return update
-
-    def _ops(self, events: _Events, newest: np.ndarray, partitions: list[int]) -> list[list[Any]]:
-        """Per segment, the TILE_MERGE ops of its tiles, leaving out those the same call would prune.
-
-        A tile starting at or before (its key's newest event - span) is one TILE_MERGE drops: writing
-        it would only make Redis write, then prune it. Replaying history, many a micro-batch's are such.
-        """
-        out: list[list[Any]] = [[] for _ in range(events.groups)]
-        emitters = self._emitters
-        for index, (series, span) in enumerate(zip(self.series, self._spans, strict=True)):
-            values = [row[series.column] for row in events.rows]
-            chosen = np.flatnonzero(np.fromiter((v is not None for v in values), bool, len(values)))
-            group = events.group[chosen]
-            tile = events.ts[chosen]
-            tile = tile - tile % series.slide_ms
-            live = tile > newest[group] - span
-            chosen, group, tile = chosen[live], group[live], tile[live]
-            if not len(chosen):
-                continue
-            low = int(tile.min())
-            cell_of = group * ((int(tile.max()) - low) // series.slide_ms + 1) + (tile - low) // series.slide_ms
-            _, first, cell = np.unique(cell_of, return_index=True, return_inverse=True)
-            cells = len(first)
-            parts = _components(series.components, values, chosen, cell, cells, events)
-            groups = group[first].tolist()
-            emits = [emitters.get(where) or self._tile_emitters(where)
-                     for where in (tile[first] * MAX_SERIES + index).tolist()]
-            for position, component in enumerate(series.components):
-                kind, held = _KINDS[component], parts[component]
-                if component == "lv":
-                    for g, emit, e, ts, offset in zip(groups, emits, held, parts["lv_ts"], parts["lv_offset"],
-                                                      strict=True):
-                        _, name, key_name = emit[position]
-                        out[g] += (kind, name, encode_value(values[e]), key_name, order_key(ts, partitions[g], offset))
-                elif component in ("lo", "hi"):
-                    for g, emit, e in zip(groups, emits, held, strict=True):
-                        out[g] += (kind, emit[position][1], repr(values[e]))
+    def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
+        fresh = self.fresh(entity, stored.applied)
+        if not fresh:
+            return None
+        state: TileState = stored.state
+        # Tiles are kept relative to the newest event ever applied (a batch from a lagging partition
+        # may hold only old events), so the state records it.
+        newest = max(ts for _, _, ts, _ in fresh) if len(fresh) > 1 else fresh[0][2]
+        held = state.get(NEWEST)
+        if held is not None and held > newest:
+            newest = held
+        state[NEWEST] = newest
+        for name, column, slide, span, kinds, components in self._plan:
+            cutoff, stride = newest - span, len(kinds) + 1
+            tiles = state.get(name)
+            for partition, offset, ts, row in fresh:
+                value = row[column]
+                if value is None:
+                    continue
+                start = ts - ts % slide
+                if start <= cutoff:
+                    continue
+                slots = _slots(components, value, ts, partition, offset)
+                if tiles is None:
+                    tiles = state[name] = [start, *slots]
+                elif tiles[-stride] == start:  # the newest tile, most events' own
+                    merge_slots(tiles, len(tiles) - stride + 1, kinds, slots, 0)
                 else:
-                    for g, emit, value in zip(groups, emits, held, strict=True):
-                        out[g] += (kind, emit[position][1], value)
-        return out
-
-    def _offset_field(self, partition: int) -> str:
-        return offset_field(self.topic, partition)
-
-    def _tile_emitters(self, where: int) -> Emitter:
-        """(component, field, order-key field) per component of one tile, named once per view."""
-        tile, index = divmod(where, MAX_SERIES)
-        series = self.series[index]
-        prefix = f"{series.column}|{series.slide_ms}|{tile}|"
-        emit = [(c, prefix + c, prefix + LAST_KEY if c == "lv" else None) for c in series.components]
-        if len(self._emitters) >= EMITTER_CACHE_SIZE:
-            self._emitters.clear()
-        self._emitters[where] = emit
-        return emit
+                    _merge(tiles, kinds, start, slots)
+            if tiles is not None and tiles[0] <= cutoff:
+                end = stride
+                while end < len(tiles) and tiles[end] <= cutoff:
+                    end += stride
+                if end == len(tiles):
+                    del state[name]
+                else:
+                    del tiles[:end]
+        offsets: dict[int, int] = {}
+        for partition, offset, _, _ in fresh:
+            offsets[partition] = offset
+        return state, encode_tiles(state), offsets
 
 
-def _components(components: tuple[str, ...], values: list[Any], chosen: np.ndarray, cell: np.ndarray,
-                cells: int, events: _Events) -> dict[str, list[Any]]:
-    """Per component, its value in every cell (min, max and last: the index of the event that holds it;
-    `lv_ts` and `lv_offset`: that event's time and offset).
-
-    Sums add in event order, as one event at a time would; min and max keep the first of equal values.
-    """
-    parts: dict[str, list[Any]] = {}
-    if "n" in components:
-        parts["n"] = np.bincount(cell, minlength=cells).tolist()
-    picked = [values[e] for e in chosen.tolist()]
-    if "s" in components:
-        parts["s"] = np.bincount(cell, weights=np.array(picked, dtype=np.float64), minlength=cells).tolist()
-    if "q" in components:
-        squares = np.array([v * v for v in picked], dtype=np.float64)
-        parts["q"] = np.bincount(cell, weights=squares, minlength=cells).tolist()
-    for component, better in (("lo", operator.lt), ("hi", operator.gt)):
-        if component in components:
-            holder = [-1] * cells
-            for e, c in zip(chosen.tolist(), cell.tolist(), strict=True):
-                held = holder[c]
-                if held < 0 or better(values[e], values[held]):
-                    holder[c] = e
-            parts[component] = holder
-    if "lv" in components:
-        # The greatest (event time, offset) per cell: sort by cell, then event time, then offset; take each cell's last.
-        order = np.lexsort((events.offsets[chosen], events.ts[chosen], cell))
-        ends = np.searchsorted(cell[order], np.arange(cells), side="right") - 1
-        winners = chosen[order[ends]]
-        parts["lv"] = winners.tolist()
-        parts["lv_ts"] = events.ts[winners].tolist()
-        parts["lv_offset"] = events.offsets[winners].tolist()
-    return parts
+def _slots(components: tuple[str, ...], value: Any, ts: int, partition: int, offset: int) -> list[Any]:
+    """One event's tile slots (its partials: count 1, sums of it and its square, it as min, max and last)."""
+    out: list[Any] = []
+    for component in components:
+        if component == "n":
+            out.append(1)
+        elif component == "q":
+            out.append(float(value) * value)  # a float always, as `accumulate` keeps it
+        elif component == "lv":
+            out += (value, order_key(ts, partition, offset))
+        else:
+            out.append(value)
+    return out
 
 
-@cache
-def _emitters_of(series: tuple[Series, ...]) -> dict[int, Emitter]:
-    """The tile field names of one view's series, across micro-batches: most events fall in the last ones' tiles."""
-    return {}
-
-
-def encode_value(value: Any) -> str:
-    """`last` values keep their type through Redis: ints and floats as numbers, strings JSON-quoted."""
-    return orjson.dumps(value).decode()
+def _merge(tiles: list[Any], kinds: tuple[str, ...], start: int, slots: list[Any]) -> None:
+    """Merge one tile's slots into a series' flat tiles (sorted by start; new tiles are mostly the newest)."""
+    stride = len(kinds) + 1
+    at = len(tiles) - stride
+    while at >= 0 and tiles[at] > start:
+        at -= stride
+    if at >= 0 and tiles[at] == start:
+        merge_slots(tiles, at + 1, kinds, slots, 0)
+    else:
+        tiles[at + stride:at + stride] = [start, *slots]

@@ -1,5 +1,5 @@
-"""The stream materializer's Redis writes: session compare-and-set through the sink's cache of what it last
-wrote (never a stale or double-counted state), and scripts lost by Redis loaded again."""
+"""The stream materializer's Redis writes: compare-and-set through the sink's cache of what it last wrote
+(never a stale or double-counted state), and the script lost by Redis loaded again."""
 
 from __future__ import annotations
 
@@ -81,5 +81,5 @@ def test_scripts_flushed_from_redis_are_loaded_again(tmp_path: Path, redis_clien
         sessions.add(USER, 0, offset, T0 + offset * MINUTE, row)
         sink.write([tiles], [sessions])
     assert _session(redis_client, project, sessions_view) == (T0 + MINUTE, 2, 2.0)
-    state = redis_client.hgetall(state_key(project, activity.name, activity.join_keys, USER))
+    state = redis_client.hget(state_key(project, activity.name, activity.join_keys, USER), "s")
     assert window_features(activity, state, T0 + 3 * MINUTE)["events_1h"] == 2

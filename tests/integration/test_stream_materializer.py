@@ -55,9 +55,8 @@ def test_windows_and_sessions_equal_the_reference(seed: int, tmp_path: Path, red
 
 def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: redis.Redis, kafka_bootstrap: str,
                                                topic_name: str) -> None:
-    from featurestream.online.keys import parse_tile_field, state_key
-    from featurestream.online.series import series_retention_ms
-    from materializers.stream.tile_batch import TileBatch
+    from featurestream.online.keys import state_key
+    from featurestream.online.series import decode_tiles, series_retention_ms, view_series
 
     create_topic(kafka_bootstrap, topic_name, 1)
     views = retarget(topic_name, tmp_path / "log")
@@ -70,19 +69,14 @@ def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: red
 
     accepted, _ = reference_events(events, placements, activity.source.lateness_ms)
     retention = series_retention_ms(activity)
-    prune_every = TileBatch(project, activity).prune_every_ms
     for user in {e["user_id"] for e in accepted}:
         key = state_key(project, activity.name, activity.join_keys, (user,))
         newest = max(e["ts"] for e in accepted if e["user_id"] == user)
-        tiles = [parse_tile_field(f.decode()) for f in redis_client.hkeys(key)]
-        starts: dict[str, list[int]] = {}
-        for tile in filter(None, tiles):
-            column, slide, start, _ = tile
-            starts.setdefault(f"{column}|{slide}", []).append(start)
-        assert starts, "the user should have tiles"
-        for series, series_starts in starts.items():
-            oldest_allowed = newest - retention[series] - int(series.split("|")[1]) - prune_every
-            assert min(series_starts) > oldest_allowed, f"{series} keeps tiles past its retention"
-        assert len(starts["event_id|60000"]) <= (retention["event_id|60000"] + prune_every) // 60000 + 2
+        state = decode_tiles(redis_client.hget(key, "s"))
+        assert state, "the user should have tiles"
+        for series in view_series(activity):
+            starts = state.get(series.name, [])[::len(series.slots) + 1]
+            oldest_allowed = newest - retention[f"{series.column}|{series.slide_ms}"] - series.slide_ms
+            assert not starts or min(starts) > oldest_allowed, f"{series.name} keeps tiles past its retention"
         assert 0 < redis_client.pttl(key) <= 25 * HOUR + 2 * HOUR
     assert mismatches(redis_client, project, views, accepted, [max(e["ts"] for e in accepted)]) == []

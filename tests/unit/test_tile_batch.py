@@ -1,8 +1,10 @@
-"""What a micro-batch asks TILE_MERGE to write: no tile the same call would prune."""
+"""A windowed view's micro-batches merged into an entity's tiles: equal to a brute force over the events,
+whatever the batching, the partitions and the replays after a crash, with no tile kept past its window."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import cache
 from typing import Any
 
@@ -10,56 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestream.definitions import AggregationSpec, StreamViewSpec, check_repo
-from featurestream.online.keys import offset_field, parse_tile_field
-from featurestream.online.series import LAST_KEY, order_key, series_retention_ms, view_series
-from materializers.stream.tile_batch import TileBatch, encode_value
+from featurestream.online.series import NEWEST as NEWEST_FIELD
+from featurestream.online.series import LAST_KEY, TileState, order_key, series_retention_ms, view_series
+from materializers.stream.state_cache import StoredState
+from materializers.stream.tile_batch import TileBatch
 from tests.conftest import FEATURE_REPO
 
 MINUTE, HOUR = 60_000, 3_600_000
 NEWEST = 1_790_000_000_000 - 1_790_000_000_000 % HOUR + 30 * MINUTE
-
-
-def _row(ts_ms: int) -> dict[str, Any]:
-    return {"user_id": 7, "event_id": f"e{ts_ms}", "item_id": 3, "price": 2.5, "event_type": "purchase",
-            "purchase_value": 2.5, "viewed_price": None, "view_id": None, "purchase_id": f"e{ts_ms}"}
+Event = tuple[int, int, int, int, dict[str, Any]]  # key, partition, offset, event time, row
 
 
 @cache
 def _demo_view() -> StreamViewSpec:
     return check_repo(FEATURE_REPO).stream_views["user_activity"]
 
-
-def _written_tiles(times: list[int]) -> set[tuple[str, int]]:
-    view = _demo_view()
-    batch = TileBatch("p", view)
-    for offset, ts in enumerate(times):
-        batch.add((7,), 0, offset, ts, _row(ts))
-    [(_, update, _)] = batch.calls()
-    fields = {parse_tile_field(x) for x in update if isinstance(x, str)}
-    return {(f"{f[0]}|{f[1]}", f[2]) for f in fields if f is not None}
-
-
-def test_tiles_that_left_every_window_by_the_keys_newest_event_are_not_written() -> None:
-    view = _demo_view()
-    span = series_retention_ms(view)["event_id|60000"] + MINUTE  # what TILE_MERGE keeps of a minute tile
-    dead = NEWEST - span  # a tile starting here is pruned by the call that writes NEWEST
-    tiles = _written_tiles([dead, dead + MINUTE, NEWEST])
-    assert ("event_id|60000", dead) not in tiles
-    assert ("event_id|60000", dead + MINUTE) in tiles
-    assert ("event_id|60000", NEWEST) in tiles
-    # The same events' hourly tiles live a day: all are written.
-    hour = dead - dead % HOUR
-    assert {("event_id|3600000", hour), ("event_id|3600000", NEWEST - NEWEST % HOUR)} <= tiles
-
-
-def test_a_key_whose_events_are_all_recent_writes_every_tile() -> None:
-    times = [NEWEST - 30 * MINUTE, NEWEST - 5 * MINUTE, NEWEST]
-    tiles = _written_tiles(times)
-    assert {("event_id|60000", t - t % MINUTE) for t in times} <= tiles
-    assert {("purchase_value|60000", t - t % MINUTE) for t in times} <= tiles
-
-
-# -- the whole update against a brute force, for every component ------------------------------------------
 
 ALL_FUNCTIONS = (
     AggregationSpec("n5", "x", "count", 5 * MINUTE, MINUTE),
@@ -76,72 +43,64 @@ def _view() -> StreamViewSpec:
     return dataclasses.replace(demo, name="every_function", join_keys=("k",), aggregations=ALL_FUNCTIONS, udf=None)
 
 
-def _split(update: list[Any]) -> dict[str, Any]:
-    """A key's flat update as {newest, segments: [(offset field, first, last, set of ops)]}."""
-    segments, p = [], 2
-    for _ in range(update[1]):
-        field, first, last, length = update[p:p + 4]
-        ops, i, body = [], 0, update[p + 4:p + 4 + length]
-        while i < len(body):
-            width = 5 if body[i] == "l" else 3
-            ops.append(tuple(body[i:i + width]))
-            i += width
-        segments.append((field, first, last, sorted(ops, key=repr)))
-        p += 4 + length
-    assert p == len(update)
-    return {"newest": update[0], "segments": segments}
+class Store:
+    """What Redis would hold per key (state and fences), written as the sink writes it."""
+
+    def __init__(self, view: StreamViewSpec) -> None:
+        self.view = view
+        self.keys: dict[str, StoredState] = {}
+
+    def apply(self, events: list[Event]) -> None:
+        batch = TileBatch("p", self.view)
+        for key, partition, offset, ts, row in events:
+            batch.add((key,), partition, offset, ts, row)
+        for entity in batch.entities():
+            key = batch.key(entity)
+            held = self.keys.get(key, StoredState("", batch.decode(None), {}))
+            applied = {p: held.applied.get(p, -1) for p in batch.partitions(entity)}
+            update = batch.update(entity, StoredState("", held.state, applied))
+            if update is not None:
+                _, blob, offsets = update
+                self.keys[key] = StoredState("", batch.decode(blob), {**held.applied, **applied, **offsets})
 
 
-def _expected(view: StreamViewSpec, events: list[tuple[int, int, int, int, dict[str, Any]]]) -> dict[str, Any]:
-    """Brute force, one key: per partition the ops of every tile its events touch that outlives the call."""
+def _expected(view: StreamViewSpec, events: list[Event]) -> TileState:
+    """Brute force, one key: every tile still inside its series' retention, slot by slot."""
     retention = series_retention_ms(view)
     newest = max(ts for _, _, _, ts, _ in events)
-    segments = []
-    for partition in sorted({p for _, p, _, _, _ in events}):
-        mine = [(o, ts, row) for _, p, o, ts, row in events if p == partition]
-        ops = []
-        for series in view_series(view):
-            slide, column = series.slide_ms, series.column
-            span = retention[f"{column}|{slide}"] + slide
-            tiles: dict[int, list[tuple[int, int, Any]]] = {}
-            for offset, ts, row in mine:
-                if row[column] is not None and ts - ts % slide > newest - span:
-                    tiles.setdefault(ts - ts % slide, []).append((offset, ts, row[column]))
-            for tile, hits in tiles.items():
-                name = f"{column}|{slide}|{tile}|"
-                values = [v for _, _, v in hits]
-                total, squares = 0.0, 0.0
-                if {"s", "q"} & set(series.components):
-                    for v in values:
-                        total += v
-                        squares += v * v
-                for component in series.components:
-                    if component == "n":
-                        ops.append(("i", name + "n", len(values)))
-                    elif component == "s":
-                        ops.append(("f", name + "s", total))
-                    elif component == "q":
-                        ops.append(("f", name + "q", squares))
-                    elif component == "lo":
-                        ops.append(("<", name + "lo", repr(min(values))))
-                    elif component == "hi":
-                        ops.append((">", name + "hi", repr(max(values))))
-                    else:
-                        offset, ts, value = max(hits, key=lambda h: (h[1], h[0]))
-                        ops.append(("l", name + "lv", encode_value(value), name + LAST_KEY,
-                                    order_key(ts, partition, offset)))
-        offsets = [o for o, _, _ in mine]
-        segments.append((offset_field(view.source.topic, partition), min(offsets), max(offsets),
-                         sorted(ops, key=repr)))
-    return {"newest": newest, "segments": segments}
+    state: TileState = {NEWEST_FIELD: newest}
+    for series in view_series(view):
+        span = retention[f"{series.column}|{series.slide_ms}"] + series.slide_ms
+        tiles: dict[int, list[tuple[int, int, int, Any]]] = {}
+        for _, partition, offset, ts, row in events:
+            start = ts - ts % series.slide_ms
+            if row[series.column] is not None and start > newest - span:
+                tiles.setdefault(start, []).append((ts, partition, offset, row[series.column]))
+        flat: list[Any] = []
+        for start in sorted(tiles):
+            values = [v for *_, v in tiles[start]]
+            ts, partition, offset, last = max(tiles[start], key=lambda hit: hit[:3])
+            slots = {"n": lambda: len(values), "s": lambda: math.fsum(values),
+                     "q": lambda: math.fsum(v * v for v in values), "lo": lambda: min(values),
+                     "hi": lambda: max(values), "lv": lambda: last, LAST_KEY: lambda: order_key(ts, partition, offset)}
+            flat += [start, *(slots[slot]() for slot in series.slots)]
+        if flat:
+            state[series.name] = flat
+    return state
+
+
+def _same(actual: list[Any], expected: list[Any]) -> bool:
+    return len(actual) == len(expected) and all(
+        a == e if not isinstance(e, float) else math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-9)
+        for a, e in zip(actual, expected))
 
 
 numbers = st.one_of(st.none(), st.integers(-50, 50), st.floats(-50, 50, allow_nan=False), st.just(7), st.just(7.0))
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> list[tuple[int, int, int, int, dict[str, Any]]]:
-    """(key, partition, offset, event time, row) in arrival order: offsets rise per partition."""
+def streams(draw: st.DrawFn) -> list[Event]:
+    """Events in arrival order: offsets rise per partition; event times out of order over a chosen spread."""
     spread = draw(st.sampled_from([MINUTE, HOUR, 30 * HOUR]))
     offsets = [0, 0, 0]
     out = []
@@ -154,29 +113,39 @@ def streams(draw: st.DrawFn) -> list[tuple[int, int, int, int, dict[str, Any]]]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
-@given(streams())
-def test_every_keys_update_equals_the_brute_force(events: list[tuple[int, int, int, int, dict[str, Any]]]) -> None:
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.data())
+def test_batches_and_replays_give_the_brute_force_tiles(events: list[Event], data: st.DataObject) -> None:
+    """Micro-batches cut anywhere; after some of them a crash replays from an earlier record (a prefix of
+    the replayed records was applied, maybe only part of a key's segment): nothing counts twice."""
     view = _view()
+    store = Store(view)
+    done = 0
+    while done < len(events):
+        end = data.draw(st.integers(done + 1, len(events)))
+        store.apply(events[done:end])
+        done = data.draw(st.integers(0, end)) if data.draw(st.booleans()) else end  # a crash: resume earlier
     batch = TileBatch("p", view)
-    for key, partition, offset, ts, row in events:
-        batch.add((key,), partition, offset, ts, row)
-    calls = batch.calls()
-    assert [k for k, _, _ in calls] == [batch.key((k,)) for k in dict.fromkeys(e[0] for e in events)]
-    for key, update, segments in calls:
-        mine = [e for e in events if batch.key((e[0],)) == key]
-        assert _split(update) == _expected(view, mine)
-        # Resent event by event (a partly applied segment), each event is its own segment with its own ops.
-        for partition, segment in segments:
-            resent = _split(batch.single_event_update(partition, segment))
-            singles = [e for e in mine if e[1] == partition]
-            assert resent["newest"] == segment.max_ts == max(e[3] for e in singles)
-            assert resent["segments"] == [
-                _expected_single(view, e, segment.max_ts) for e in singles]
+    for key in {e[0] for e in events}:
+        mine = [e for e in events if e[0] == key]
+        actual = store.keys[batch.key((key,))].state
+        expected = _expected(view, mine)
+        assert actual.keys() == expected.keys()
+        assert actual[NEWEST_FIELD] == expected.pop(NEWEST_FIELD)
+        for name, tiles in expected.items():
+            assert _same(actual[name], tiles), name
 
 
-def _expected_single(view: StreamViewSpec, event: tuple[int, int, int, int, dict[str, Any]], newest: int) -> Any:
-    """One event's own segment, its tiles judged against the resent segment's newest event."""
-    anchor = (event[0], event[1], -1, newest, {"k": 0, "x": None, "y": None})  # sets newest, adds no op
-    [segment] = _expected(view, [event, anchor])["segments"]
-    return (segment[0], event[2], event[2], segment[3])
+def test_a_lagging_partitions_old_events_keep_no_tile_past_its_window() -> None:
+    """A batch holding only events older than the key's newest prunes against the stored tiles too."""
+    view = _demo_view()
+    row = {"user_id": 7, "event_id": "e", "item_id": 3, "price": 2.5, "event_type": "purchase",
+           "purchase_value": 2.5, "viewed_price": None, "view_id": None, "purchase_id": "e"}
+    span = series_retention_ms(view)["event_id|60000"] + MINUTE
+    store = Store(view)
+    store.apply([(7, 0, 1, NEWEST - span + MINUTE, row), (7, 0, 2, NEWEST, row)])
+    store.apply([(7, 1, 1, NEWEST - 2 * span, row)])  # within lateness of partition 1's own watermark
+    [stored] = store.keys.values()
+    minute_series = next(s for s in view_series(view) if s.name.startswith("event_id|60000|"))
+    starts = stored.state[minute_series.name][::len(minute_series.slots) + 1]
+    assert starts == [NEWEST - span + MINUTE - (NEWEST - span + MINUTE) % MINUTE, NEWEST - NEWEST % MINUTE]
