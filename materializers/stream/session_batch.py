@@ -30,9 +30,6 @@ class SessionBatch(StateBatch):
         # Only `last` reads the order key: formatting one per event is skipped for views without it.
         self._ordered = any(function == "last" for _, function, _ in self.columns)
 
-    def kept(self, row: dict[str, Any]) -> dict[str, tuple[str, Any]]:
-        return {name: (function, row[column]) for name, function, column in self.columns}
-
     def decode(self, blob: bytes | None) -> sessions.SessionState:
         return sessions.decode(blob) if blob else []
 
@@ -41,9 +38,10 @@ class SessionBatch(StateBatch):
         if not fresh:
             return None
         state = stored.state
-        ordered = self._ordered
-        for partition, offset, ts_ms, values in fresh:
+        ordered, columns = self._ordered, self.columns
+        for partition, offset, ts_ms, row in fresh:
             key = order_key(ts_ms, partition, offset) if ordered else None
+            values = {name: (function, row[column]) for name, function, column in columns}
             sessions.add_event(state, ts_ms, values, key, self.gap_ms)
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)

@@ -11,6 +11,7 @@ so nothing counts twice, and no update needs Redis to run more than the check.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
@@ -20,7 +21,7 @@ from materializers.stream.state_cache import StoredState
 
 EXPIRY_MARGIN_MS = 3_600_000
 Entity = tuple[Any, ...]
-Event = tuple[int, int, int, Any]  # partition, offset, event time, what the view keeps of the row
+Event = tuple[int, int, int, dict[str, Any]]  # partition, offset, event time, row
 
 
 class StateBatch(ABC):
@@ -31,20 +32,11 @@ class StateBatch(ABC):
         self.view = view
         self.topic = view.source.topic
         self.key = cached_state_keys(project, view)
-        self._events: dict[Entity, list[Event]] = {}
+        self._events: defaultdict[Entity, list[Event]] = defaultdict(list)
         self._partitions: dict[Entity, list[int]] = {}  # filled once events stop arriving
 
     def add(self, entity: Entity, partition: int, offset: int, ts_ms: int, row: dict[str, Any]) -> None:
-        event = (partition, offset, ts_ms, self.kept(row))
-        events = self._events.get(entity)
-        if events is None:
-            self._events[entity] = [event]
-        else:
-            events.append(event)
-
-    def kept(self, row: dict[str, Any]) -> Any:
-        """What `update` needs of an event's row."""
-        return row
+        self._events[entity].append((partition, offset, ts_ms, row))
 
     def __len__(self) -> int:
         return len(self._events)

@@ -30,9 +30,10 @@ class TileBatch(StateBatch):
         self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
         retention = series_retention_ms(view)
         # Per series: name, column, slide, span (a tile starting at or before the newest event time
-        # minus it has left every window), its slots' merge kinds and components.
+        # minus it has left every window), its slots' merge kinds, a tile's length and the components.
         self._plan = [(s.name, s.column, s.slide_ms, retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms,
-                       tuple(SLOT_KINDS[slot] for slot in s.slots), s.components) for s in self.series]
+                       tuple(SLOT_KINDS[slot] for slot in s.slots), len(s.slots) + 1, s.components)
+                      for s in self.series]
         self._names = frozenset([NEWEST, *(s.name for s in self.series)])
 
     def decode(self, blob: bytes | None) -> TileState:
@@ -52,8 +53,8 @@ class TileBatch(StateBatch):
         if held is not None and held > newest:
             newest = held
         state[NEWEST] = newest
-        for name, column, slide, span, kinds, components in self._plan:
-            cutoff, stride = newest - span, len(kinds) + 1
+        for name, column, slide, span, kinds, stride, components in self._plan:
+            cutoff = newest - span
             tiles = state.get(name)
             for partition, offset, ts, row in fresh:
                 value = row[column]
