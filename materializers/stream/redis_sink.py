@@ -132,10 +132,10 @@ class RedisSink:
         failed = []
         cache = self._cache
         for call, oks in zip(sent, replies, strict=True):
-            for (batch, entity, key, stored, state, _, offsets), ok in zip(call, oks, strict=True):
+            for (batch, entity, key, stored, state, blob, offsets), ok in zip(call, oks, strict=True):
                 if ok:
                     stored.applied.update(offsets)  # the entry is replaced: updating in place is safe
-                    cache.put(key, StoredState(version, state, stored.applied))
+                    cache.put(key, StoredState(version, state, stored.applied, len(blob)))
                 else:
                     cache.drop(key)
                     failed.append((batch, entity, key))

@@ -19,20 +19,25 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 CACHE_ENTRIES = 1 << 17
+# Encoded bytes of the cached states, at most: decoded, they take several times that in memory.
+CACHE_BYTES = 64 << 20
 
 
 class StoredState(NamedTuple):
     version: str  # '' when the key does not exist
     state: Any  # the decoded state (a view batch's own type)
     applied: dict[int, int]  # source partition -> last applied offset (-1: none)
+    size: int = 0  # the state's encoded length
 
 
 class StateCache:
     """Bounded map of state key -> StoredState; the least recently written entries go first."""
 
-    def __init__(self, capacity: int = CACHE_ENTRIES) -> None:
+    def __init__(self, capacity: int = CACHE_ENTRIES, capacity_bytes: int = CACHE_BYTES) -> None:
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         self._entries: dict[str, StoredState] = {}
+        self._bytes = 0
         self._prefix = os.urandom(8).hex()
         self._writes = 0
 
@@ -45,16 +50,20 @@ class StateCache:
 
     def put(self, key: str, stored: StoredState) -> None:
         entries = self._entries
-        entries.pop(key, None)
+        self.drop(key)
         entries[key] = stored
-        if len(entries) > self.capacity:
-            del entries[next(iter(entries))]
+        self._bytes += stored.size
+        while len(entries) > self.capacity or self._bytes > self.capacity_bytes:
+            self.drop(next(iter(entries)))
 
     def drop(self, key: str) -> None:
-        self._entries.pop(key, None)
+        gone = self._entries.pop(key, None)
+        if gone is not None:
+            self._bytes -= gone.size
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
     def new_version(self) -> str:
         """A version token no other process or write will ever use."""
