@@ -11,6 +11,7 @@ from rich.console import Console
 
 from featurestream.config import ConfigError, Settings, load_settings
 from featurestream.definitions import DefinitionError
+from featurestream.online.keys import OldLayoutError
 from featurestream.services import ServiceError
 
 console = Console()
@@ -20,7 +21,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Errors whose message is the whole story for the user: no traceback.
-USER_ERRORS = (ConfigError, DefinitionError, ServiceError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DefinitionError, ServiceError, FileNotFoundError, OldLayoutError)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 
+class OldLayoutError(RuntimeError):
+    """A state key written by an older featurestream layout: reading it as the current one would lose its history."""
+
+
 def entity_tag(join_keys: Sequence[str], values: Sequence[Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in zip(join_keys, values, strict=True))
 

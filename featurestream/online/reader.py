@@ -8,7 +8,7 @@ from typing import Any
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import SLOT_KINDS, decode_tiles, view_series
 from featurestream.windows import sessions
-from featurestream.windows.aggregations import finalize, merge_slots
+from featurestream.windows.aggregations import COMPONENTS, finalize, merge_slots
 from featurestream.windows.tiles import window_tiles
 
 
@@ -34,10 +34,10 @@ class WindowReader:
         ordered = [by_name[f] for f in features] if features is not None else list(view.aggregations)
         self.series = view_series(view)
         self._kinds = [tuple(SLOT_KINDS[slot] for slot in s.slots) for s in self.series]
-        index = {(s.column, s.slide_ms): i for i, s in enumerate(self.series)}
-        # Per aggregation: function, series index, window, slide.
-        self._aggs = [(a.function, index[(a.column, a.slide_ms or 0)], a.window_ms or 0, a.slide_ms or 0)
-                      for a in ordered]
+        index = {(s.column, s.slide_ms, s.component): i for i, s in enumerate(self.series)}
+        # Per aggregation: function, the series of its components, window, slide.
+        self._aggs = [(a.function, [index[(a.column, a.slide_ms or 0, c)] for c, _ in COMPONENTS[a.function]],
+                       a.window_ms or 0, a.slide_ms or 0) for a in ordered]
         self._frame: Frame | None = None
 
     def frame(self, t_ms: int) -> Frame:
@@ -52,18 +52,22 @@ class WindowReader:
         order, and the end of the newest tile starting at or before t (None without one): the view's age."""
         state = decode_tiles(blob)
         values = []
-        for (function, index, _, _), covered in zip(self._aggs, frame.windows, strict=True):
-            series = self.series[index]
-            tiles = state.get(series.name) or ()
-            kinds, stride = self._kinds[index], len(series.slots) + 1
-            merged: list[Any] | None = None
-            for at in range(0, len(tiles), stride):
-                if tiles[at] in covered:
-                    if merged is None:
-                        merged = tiles[at + 1:at + stride]
-                    else:
-                        merge_slots(merged, 0, kinds, tiles, at + 1)
-            values.append(finalize(function, dict(zip(series.slots, merged)) if merged else {}))
+        for (function, indexes, _, _), covered in zip(self._aggs, frame.windows, strict=True):
+            partial: dict[str, Any] = {}
+            for index in indexes:
+                series = self.series[index]
+                tiles = state.get(series.name) or ()
+                kinds, stride = self._kinds[index], len(series.slots) + 1
+                merged: list[Any] | None = None
+                for at in range(0, len(tiles), stride):
+                    if tiles[at] in covered:
+                        if merged is None:
+                            merged = tiles[at + 1:at + stride]
+                        else:
+                            merge_slots(merged, 0, kinds, tiles, at + 1)
+                if merged:
+                    partial.update(zip(series.slots, merged))
+            values.append(finalize(function, partial))
         newest = None
         for series, last_start in zip(self.series, frame.key, strict=True):
             tiles = state.get(series.name) or ()

@@ -2,16 +2,16 @@
 
 Aggregations over the same column and slide share tiles (a 5 min and a 1 h
 count with a 1 min slide read the same `n` partials), so a view stores one
-series per (column, slide) holding the union of the components its functions need.
+series per (column, slide, component) its functions need.
 
 An entity's tiles are one field of its hash (`s`), MessagePack: a map from series
-name to the series' live tiles, flat and oldest first: `[start, slot, slot, ...,
-start, ...]`, a tile's slots being its components in `COMPONENT_ORDER` (`last`'s
-order key after its value), and under `NEWEST` the newest event time applied,
-which tiles are kept relative to. One field, however many tiles a write touches, keeps a
-write's Redis cost per key instead of per tile and component. The name holds the
-components, so a reader or writer whose definition of a series differs sees no
-tiles instead of misreading them.
+name to the series' live tiles, flat and oldest first: `[start, slot, ..., start,
+...]`, a tile's slots being the component (`last`'s order key after its value),
+and under `NEWEST` the newest event time applied, which tiles are kept relative
+to. One field, however many tiles a write touches, keeps a write's Redis cost per
+key instead of per tile and component. A series per component means a function
+added later over the same column and slide adds series and leaves the tiles of
+the others as they were.
 """
 
 from __future__ import annotations
@@ -38,15 +38,17 @@ SLOT_KINDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Series:
+    """One component of the partials over one (column, slide): one list of tiles in the state."""
+
     column: str
     slide_ms: int
-    components: tuple[str, ...]
+    component: str
     name: str = field(init=False)  # the series' key in the encoded state
     slots: tuple[str, ...] = field(init=False)  # what a tile holds after its start
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"{self.column}|{self.slide_ms}|{'.'.join(self.components)}")
-        object.__setattr__(self, "slots", (*self.components, *((LAST_KEY,) if "lv" in self.components else ())))
+        object.__setattr__(self, "name", f"{self.column}|{self.slide_ms}|{self.component}")
+        object.__setattr__(self, "slots", (self.component, LAST_KEY) if self.component == "lv" else (self.component,))
 
 
 TileState = dict[str, Any]  # series name -> [start, slots..., start, slots...], oldest first; NEWEST -> ms
@@ -68,8 +70,9 @@ def view_series(view: StreamViewSpec) -> tuple[Series, ...]:
             continue
         needed.setdefault((agg.column, agg.slide_ms), set()).update(FUNCTION_COMPONENTS[agg.function])
     return tuple(
-        Series(column, slide, tuple(c for c in COMPONENT_ORDER if c in comps))
-        for (column, slide), comps in sorted(needed.items())
+        Series(column, slide, component)
+        for (column, slide), components in sorted(needed.items())
+        for component in COMPONENT_ORDER if component in components
     )
 
 

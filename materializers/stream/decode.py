@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -31,7 +31,11 @@ class Rejected(Exception):
         self.detail = detail
 
 
-_PY_TYPES: dict[str, Any] = {"string": str, "bigint": int, "double": float, "boolean": bool, "timestamp": datetime | int}
+# bigint is 64-bit, as in Feast and DuckDB: a wider value could not be stored (MessagePack, JSON) and must
+# not reach the state, where it would fail every write of its entity.
+_BIGINT = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_PY_TYPES: dict[str, Any] = {"string": str, "bigint": _BIGINT, "double": float, "boolean": bool,
+                             "timestamp": datetime | int}
 
 
 class Decoder:

@@ -36,6 +36,7 @@ from materializers.stream.source import SourcePipeline, views_by_topic
 from materializers.stream.tile_batch import TileBatch
 
 log = logging.getLogger(__name__)
+FULL_COLLECTION_EVERY = 100  # flushes
 
 
 @dataclass
@@ -84,6 +85,7 @@ class StreamMaterializer:
         self.dead_letters = DeadLetters(options.kafka_config)
         self._stopping = False
         self._pending_events = 0
+        self._flushes = 0
         self._last_flush = time.monotonic()
         self._consumer: Consumer | None = None
         self._watch = GroupWatch(options.rejoin_after_s)
@@ -255,7 +257,11 @@ class StreamMaterializer:
                 log.warning("offset commit failed: %s", exc)
         self._pending_events = 0
         # The batches made durable are gone. What survives (mostly cached entity states) is frozen, so
-        # the next flush visits only what was allocated since instead of every cached state again.
+        # the next flush visits only what was allocated since instead of every cached state again; now
+        # and then everything is visited, so a cycle among frozen objects does not live forever.
+        self._flushes += 1
+        if self._flushes % FULL_COLLECTION_EVERY == 0:
+            gc.unfreeze()
         gc.collect()
         gc.freeze()
         self._last_flush = time.monotonic()

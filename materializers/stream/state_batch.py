@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import offset_field
+from featurestream.online.keys import OldLayoutError, offset_field
 from materializers.stream.key_cache import cached_state_keys
 from materializers.stream.state_cache import StoredState
 
@@ -74,5 +74,9 @@ class StateBatch(ABC):
     def stored(self, entity: Entity, read: list[bytes | None]) -> StoredState:
         """The reply to HMGET of `read_fields(entity)`, parsed."""
         version, blob, *offsets = read
+        if version is None and any(o is not None for o in offsets):  # this layout writes all three together
+            raise OldLayoutError(f"{self.key(entity)} holds fences but no state version: it was written by an older "
+                                 "featurestream layout. Stop the stream materializers and run `featurestream rebuild` "
+                                 "to recompute the views from the event log.")
         applied = {p: int(o) if o is not None else -1 for p, o in zip(self.partitions(entity), offsets, strict=True)}
         return StoredState(version.decode() if version is not None else "", self.decode(blob), applied)

@@ -30,9 +30,9 @@ class TileBatch(StateBatch):
         self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
         retention = series_retention_ms(view)
         # Per series: name, column, slide, span (a tile starting at or before the newest event time
-        # minus it has left every window), its slots' merge kinds, a tile's length and the components.
+        # minus it has left every window), its slots' merge kinds, a tile's length and the component.
         self._plan = [(s.name, s.column, s.slide_ms, retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms,
-                       tuple(SLOT_KINDS[slot] for slot in s.slots), len(s.slots) + 1, s.components)
+                       tuple(SLOT_KINDS[slot] for slot in s.slots), len(s.slots) + 1, s.component)
                       for s in self.series]
         self._names = frozenset([NEWEST, *(s.name for s in self.series)])
 
@@ -53,7 +53,7 @@ class TileBatch(StateBatch):
         if held is not None and held > newest:
             newest = held
         state[NEWEST] = newest
-        for name, column, slide, span, kinds, stride, components in self._plan:
+        for name, column, slide, span, kinds, stride, component in self._plan:
             cutoff = newest - span
             tiles = state.get(name)
             for partition, offset, ts, row in fresh:
@@ -63,7 +63,7 @@ class TileBatch(StateBatch):
                 start = ts - ts % slide
                 if start <= cutoff:
                     continue
-                slots = _slots(components, value, ts, partition, offset)
+                slots = _slots(component, value, ts, partition, offset)
                 if tiles is None:
                     tiles = state[name] = [start, *slots]
                 elif tiles[-stride] == start:  # the newest tile, most events' own
@@ -84,19 +84,15 @@ class TileBatch(StateBatch):
         return state, encode_tiles(state), offsets
 
 
-def _slots(components: tuple[str, ...], value: Any, ts: int, partition: int, offset: int) -> list[Any]:
-    """One event's tile slots (its partials: count 1, sums of it and its square, it as min, max and last)."""
-    out: list[Any] = []
-    for component in components:
-        if component == "n":
-            out.append(1)
-        elif component == "q":
-            out.append(float(value) * value)  # a float always, as `accumulate` keeps it
-        elif component == "lv":
-            out += (value, order_key(ts, partition, offset))
-        else:
-            out.append(value)
-    return out
+def _slots(component: str, value: Any, ts: int, partition: int, offset: int) -> list[Any]:
+    """One event's tile slots for a component: count 1, the value, its square, or it and its order key."""
+    if component == "n":
+        return [1]
+    if component == "q":
+        return [float(value) * value]  # a float always, as `accumulate` keeps it
+    if component == "lv":
+        return [value, order_key(ts, partition, offset)]
+    return [value]
 
 
 def _merge(tiles: list[Any], kinds: tuple[str, ...], start: int, slots: list[Any]) -> None:

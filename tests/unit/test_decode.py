@@ -53,6 +53,8 @@ def test_optional_columns_may_be_absent_and_times_naive_or_epoch_ms() -> None:
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": null}', MISSING_TIMESTAMP),
         (b'{"user_id": "abc", "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
         (b'{"user_id": 1.5, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": 1, "item_id": 100000000000000000000, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": -9223372036854775809, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
         (b'{"user_id": 1, "item_id": 1, "price": "cheap", "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": "yesterday"}', BAD_TIMESTAMP),
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2999-01-01T00:00:00Z"}', BAD_TIMESTAMP),

@@ -41,3 +41,18 @@ def test_an_entry_serves_only_partitions_whose_fence_it_knows() -> None:
     cache.put("a", _stored(1, {0: 5, 2: 7}))
     assert cache.get("a", [0, 2]) is not None
     assert cache.get("a", [1]) is None
+
+
+def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
+    """Fences without a state version: reading it as empty would drop its history behind those fences."""
+    import pytest
+
+    from featurestream.online.keys import OldLayoutError
+    from materializers.stream.tile_batch import TileBatch
+    from tests.unit.test_tile_batch import _demo_view
+
+    batch = TileBatch("p", _demo_view())
+    batch.add((7,), 0, 9, 1_790_000_000_000, {})
+    with pytest.raises(OldLayoutError, match="featurestream rebuild"):
+        batch.stored((7,), [None, None, b"5"])
+    assert batch.stored((7,), [None, None, None]).applied == {0: -1}  # a new key

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from featurestream.definitions import AggregationSpec, StreamViewSpec, check_repo
 from featurestream.online.series import NEWEST as NEWEST_FIELD
-from featurestream.online.series import LAST_KEY, TileState, order_key, series_retention_ms, view_series
+from featurestream.online.reader import window_features
+from featurestream.online.series import LAST_KEY, TileState, encode_tiles, order_key, series_retention_ms, view_series
 from materializers.stream.state_cache import StoredState
 from materializers.stream.tile_batch import TileBatch
 from tests.conftest import FEATURE_REPO
@@ -149,3 +150,24 @@ def test_a_lagging_partitions_old_events_keep_no_tile_past_its_window() -> None:
     minute_series = next(s for s in view_series(view) if s.name.startswith("event_id|60000|"))
     starts = stored.state[minute_series.name][::len(minute_series.slots) + 1]
     assert starts == [NEWEST - span + MINUTE - (NEWEST - span + MINUTE) % MINUTE, NEWEST - NEWEST % MINUTE]
+
+
+def test_a_function_added_over_the_same_column_and_slide_leaves_the_others_tiles_alone() -> None:
+    """Adding `mean` next to a `sum` of the same column and slide: the sum's tiles stay, the mean's
+    count starts with the events after the change."""
+    demo = _demo_view()
+    before = dataclasses.replace(demo, name="v", join_keys=("k",), udf=None,
+                                 aggregations=(AggregationSpec("s1h", "x", "sum", HOUR, MINUTE),))
+    after = dataclasses.replace(before, aggregations=(*before.aggregations,
+                                                      AggregationSpec("m1h", "x", "mean", HOUR, MINUTE)))
+    store = Store(before)
+    store.apply([(0, 0, 1, NEWEST - 2 * MINUTE, {"x": 2.0}), (0, 0, 2, NEWEST - MINUTE, {"x": 3.0})])
+    store.view = after
+    [(key, held)] = store.keys.items()
+    store.keys[key] = held._replace(state=TileBatch("p", after).decode(encode_tiles(held.state)))
+    store.apply([(0, 0, 3, NEWEST, {"x": 5.0})])
+    values = window_features(after, encode_tiles(store.keys[key].state), NEWEST)
+    assert values["s1h"] == 10.0
+    # The mean's count holds only the event after the change; its sum is the shared one (as in a
+    # field-per-component layout): a changed definition needs `featurestream rebuild` to be exact.
+    assert values["m1h"] == 10.0

@@ -94,14 +94,15 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def encoded_tiles(view: StreamViewSpec, tiles: dict[int, dict[str, Any]]) -> bytes:
-    """A one-series view's encoded state holding these tiles (partials as `accumulate` builds them)."""
-    [series] = view_series(view)
-    flat: list[Any] = []
-    for start in sorted(tiles):
-        partial = tiles[start]
-        if partial:  # a tile of null values only is never written
-            flat += [start, *(order_key(*partial[s]) if s == LAST_KEY else partial[s] for s in series.slots)]
-    return encode_tiles({series.name: flat} if flat else {})
+    """A one-column view's encoded state holding these tiles (partials as `accumulate` builds them)."""
+    state: dict[str, list[Any]] = {}
+    for series in view_series(view):
+        for start in sorted(tiles):
+            partial = tiles[start]
+            if series.component in partial:  # a tile of null values only is never written
+                slots = [order_key(*partial[s]) if s == LAST_KEY else partial[s] for s in series.slots]
+                state.setdefault(series.name, []).extend([start, *slots])
+    return encode_tiles(state)
 
 
 @given(streams(), st.sampled_from([(1000, 100), (600, 200), (500, 500)]), st.integers(-200, 3500))
