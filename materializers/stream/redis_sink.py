@@ -38,6 +38,10 @@ Update = tuple[StateBatch, Entity, str, StoredState, Any, bytes, dict[int, int]]
 
 
 class RedisSink:
+    """One writer's path to Redis. Not for concurrent use: a write updates cached states in place before
+    their compare-and-set, so two writes at once through one sink could count an event twice (separate
+    sinks, as separate processes have, are safe)."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._cluster = isinstance(client, RedisCluster)
