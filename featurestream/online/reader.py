@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.series import SLOT_KINDS, decode_tiles, view_series
+from featurestream.online.series import decode_tiles, tile_at_or_before, view_series
 from featurestream.windows import sessions
 from featurestream.windows.aggregations import COMPONENTS, finalize, merge_slots
 from featurestream.windows.tiles import window_tiles
@@ -33,7 +33,6 @@ class WindowReader:
         by_name = {a.name: a for a in view.aggregations}
         ordered = [by_name[f] for f in features] if features is not None else list(view.aggregations)
         self.series = view_series(view)
-        self._kinds = [tuple(SLOT_KINDS[slot] for slot in s.slots) for s in self.series]
         index = {(s.column, s.slide_ms, s.component): i for i, s in enumerate(self.series)}
         # Per aggregation: function, the series of its components, window, slide.
         self._aggs = [(a.function, [index[(a.column, a.slide_ms or 0, c)] for c, _ in COMPONENTS[a.function]],
@@ -57,7 +56,7 @@ class WindowReader:
             for index in indexes:
                 series = self.series[index]
                 tiles = state.get(series.name) or ()
-                kinds, stride = self._kinds[index], len(series.slots) + 1
+                kinds, stride = series.kinds, series.stride
                 merged: list[Any] | None = None
                 for at in range(0, len(tiles), stride):
                     if tiles[at] in covered:
@@ -70,11 +69,8 @@ class WindowReader:
             values.append(finalize(function, partial))
         newest = None
         for series, last_start in zip(self.series, frame.key, strict=True):
-            tiles = state.get(series.name) or ()
-            stride = len(series.slots) + 1
-            at = len(tiles) - stride
-            while at >= 0 and tiles[at] > last_start:
-                at -= stride
+            tiles = state.get(series.name)
+            at = tile_at_or_before(tiles, series.stride, last_start) if tiles else -1
             if at >= 0 and (newest is None or tiles[at] + series.slide_ms > newest):
                 newest = tiles[at] + series.slide_ms
         return values, newest

@@ -45,10 +45,15 @@ class Series:
     component: str
     name: str = field(init=False)  # the series' key in the encoded state
     slots: tuple[str, ...] = field(init=False)  # what a tile holds after its start
+    kinds: tuple[str, ...] = field(init=False)  # how each slot merges (SLOT_KINDS)
+    stride: int = field(init=False)  # a tile's length in the flat list: its start and its slots
 
     def __post_init__(self) -> None:
+        slots = (self.component, LAST_KEY) if self.component == "lv" else (self.component,)
         object.__setattr__(self, "name", f"{self.column}|{self.slide_ms}|{self.component}")
-        object.__setattr__(self, "slots", (self.component, LAST_KEY) if self.component == "lv" else (self.component,))
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "kinds", tuple(SLOT_KINDS[slot] for slot in slots))
+        object.__setattr__(self, "stride", len(slots) + 1)
 
 
 TileState = dict[str, Any]  # series name -> [start, slots..., start, slots...], oldest first; NEWEST -> ms
@@ -60,6 +65,17 @@ def decode_tiles(blob: bytes | None) -> TileState:
 
 
 encode_tiles = msgpack.encode
+
+
+def tile_at_or_before(tiles: list[Any], stride: int, start: int) -> int:
+    """Where the last tile starting at or before `start` begins in a series' flat tiles (negative: none).
+
+    Scans from the newest: writes and reads are mostly about the newest tiles.
+    """
+    at = len(tiles) - stride
+    while at >= 0 and tiles[at] > start:
+        at -= stride
+    return at
 
 
 def view_series(view: StreamViewSpec) -> tuple[Series, ...]:

@@ -99,13 +99,10 @@ def _merge_into(function: str, into: Partial, b: Partial) -> Partial:
             if kind == "last":
                 into[LAST_ORDER_KEY] = b[LAST_ORDER_KEY]
             continue
-        last = kind == "last"
-        held = [into[component], into[LAST_ORDER_KEY]] if last else [into[component]]
-        merge_slots(held, 0, (kind, "key") if last else (kind,),
-                    (b[component], b[LAST_ORDER_KEY]) if last else (b[component],), 0)
-        into[component] = held[0]
-        if last:
-            into[LAST_ORDER_KEY] = held[1]
+        names, kinds = ((component, LAST_ORDER_KEY), (kind, "key")) if kind == "last" else ((component,), (kind,))
+        held = [into[name] for name in names]
+        merge_slots(held, 0, kinds, [b[name] for name in names], 0)
+        into.update(zip(names, held))
     return into
 
 

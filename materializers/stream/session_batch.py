@@ -12,7 +12,7 @@ from typing import Any
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import order_key
 from featurestream.windows import sessions
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch, last_offsets
 from materializers.stream.state_cache import StoredState
 
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
@@ -45,7 +45,4 @@ class SessionBatch(StateBatch):
             sessions.add_event(state, ts_ms, values, key, self.gap_ms)
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
-        last_offsets: dict[int, int] = {}
-        for partition, offset, *_ in fresh:
-            last_offsets[partition] = offset
-        return state, sessions.encode(state), last_offsets
+        return state, sessions.encode(state), last_offsets(fresh)

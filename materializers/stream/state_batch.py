@@ -80,3 +80,8 @@ class StateBatch(ABC):
                                  "to recompute the views from the event log.")
         applied = {p: int(o) if o is not None else -1 for p, o in zip(self.partitions(entity), offsets, strict=True)}
         return StoredState(version.decode() if version is not None else "", self.decode(blob), applied)
+
+
+def last_offsets(events: list[Event]) -> dict[int, int]:
+    """The last offset of each partition among events in arrival order: the fences their write records."""
+    return {partition: offset for partition, offset, _, _ in events}

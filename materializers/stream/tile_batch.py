@@ -15,11 +15,11 @@ from typing import Any
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import (
-    NEWEST, SLOT_KINDS, TileState, decode_tiles, encode_tiles, order_key, retention_ms, series_retention_ms,
+    NEWEST, TileState, decode_tiles, encode_tiles, order_key, retention_ms, series_retention_ms, tile_at_or_before,
     view_series,
 )
 from featurestream.windows.aggregations import merge_slots
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch, last_offsets
 from materializers.stream.state_cache import StoredState
 
 
@@ -32,8 +32,7 @@ class TileBatch(StateBatch):
         # Per series: name, column, slide, span (a tile starting at or before the newest event time
         # minus it has left every window), its slots' merge kinds, a tile's length and the component.
         self._plan = [(s.name, s.column, s.slide_ms, retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms,
-                       tuple(SLOT_KINDS[slot] for slot in s.slots), len(s.slots) + 1, s.component)
-                      for s in self.series]
+                       s.kinds, s.stride, s.component) for s in self.series]
         self._names = frozenset([NEWEST, *(s.name for s in self.series)])
 
     def decode(self, blob: bytes | None) -> TileState:
@@ -66,10 +65,8 @@ class TileBatch(StateBatch):
                 slots = _slots(component, value, ts, partition, offset)
                 if tiles is None:
                     tiles = state[name] = [start, *slots]
-                elif tiles[-stride] == start:  # the newest tile, most events' own
-                    merge_slots(tiles, len(tiles) - stride + 1, kinds, slots, 0)
                 else:
-                    _merge(tiles, kinds, start, slots)
+                    _merge(tiles, kinds, stride, start, slots)
             if tiles is not None and tiles[0] <= cutoff:
                 end = stride
                 while end < len(tiles) and tiles[end] <= cutoff:
@@ -78,10 +75,7 @@ class TileBatch(StateBatch):
                     del state[name]
                 else:
                     del tiles[:end]
-        offsets: dict[int, int] = {}
-        for partition, offset, _, _ in fresh:
-            offsets[partition] = offset
-        return state, encode_tiles(state), offsets
+        return state, encode_tiles(state), last_offsets(fresh)
 
 
 def _slots(component: str, value: Any, ts: int, partition: int, offset: int) -> list[Any]:
@@ -95,12 +89,9 @@ def _slots(component: str, value: Any, ts: int, partition: int, offset: int) -> 
     return [value]
 
 
-def _merge(tiles: list[Any], kinds: tuple[str, ...], start: int, slots: list[Any]) -> None:
-    """Merge one tile's slots into a series' flat tiles (sorted by start; new tiles are mostly the newest)."""
-    stride = len(kinds) + 1
-    at = len(tiles) - stride
-    while at >= 0 and tiles[at] > start:
-        at -= stride
+def _merge(tiles: list[Any], kinds: tuple[str, ...], stride: int, start: int, slots: list[Any]) -> None:
+    """Merge one tile's slots into a series' flat tiles, kept sorted by start."""
+    at = tile_at_or_before(tiles, stride, start)
     if at >= 0 and tiles[at] == start:
         merge_slots(tiles, at + 1, kinds, slots, 0)
     else:

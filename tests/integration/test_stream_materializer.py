@@ -75,7 +75,7 @@ def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: red
         state = decode_tiles(redis_client.hget(key, "s"))
         assert state, "the user should have tiles"
         for series in view_series(activity):
-            starts = state.get(series.name, [])[::len(series.slots) + 1]
+            starts = state.get(series.name, [])[::series.stride]
             oldest_allowed = newest - retention[f"{series.column}|{series.slide_ms}"] - series.slide_ms
             assert not starts or min(starts) > oldest_allowed, f"{series.name} keeps tiles past its retention"
         assert 0 < redis_client.pttl(key) <= 25 * HOUR + 2 * HOUR

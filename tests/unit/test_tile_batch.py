@@ -148,7 +148,7 @@ def test_a_lagging_partitions_old_events_keep_no_tile_past_its_window() -> None:
     store.apply([(7, 1, 1, NEWEST - 2 * span, row)])  # within lateness of partition 1's own watermark
     [stored] = store.keys.values()
     minute_series = next(s for s in view_series(view) if s.name.startswith("event_id|60000|"))
-    starts = stored.state[minute_series.name][::len(minute_series.slots) + 1]
+    starts = stored.state[minute_series.name][::minute_series.stride]
     assert starts == [NEWEST - span + MINUTE - (NEWEST - span + MINUTE) % MINUTE, NEWEST - NEWEST % MINUTE]
 
 
