@@ -65,10 +65,12 @@ def throughput(settings: Settings, events: int) -> dict[str, float]:
 
 
 def _run_materializer(project: str, topic: str, redis_url: str, kafka: dict[str, str], stop_at: float) -> None:
-    """The freshness run's materializer; the parent stops it with SIGTERM, `stop_at` is a backstop."""
+    """The freshness run's materializer, with the CLI's defaults (event log included); the parent stops it
+    with SIGTERM, `stop_at` is a backstop."""
     client = redis.Redis.from_url(redis_url)
-    materializer = StreamMaterializer(project, demo_views(topic, None), client, StreamOptions(
-        group=f"fresh-{topic}", kafka_config=kafka, batch_timeout_s=0.005, event_log=False))
+    event_log = Path(tempfile.mkdtemp(prefix="fs-fresh-")) / "event_log"
+    materializer = StreamMaterializer(project, demo_views(topic, event_log), client, StreamOptions(
+        group=f"fresh-{topic}", kafka_config=kafka))
     backstop = threading.Timer(max(stop_at - time.time(), 0), materializer.stop)
     backstop.daemon = True
     backstop.start()

@@ -73,9 +73,18 @@ class EventLogWriter:
 
     def flush(self, partitions: set[int] | None = None) -> list[Path]:
         """Write the buffered events of `partitions` (all by default); returns the files written."""
+        return self.write(self.take(partitions))
+
+    def take(self, partitions: set[int] | None = None) -> list[tuple[int, _Buffer]]:
+        """Hand over the buffers of `partitions` (all by default) for `write`, which may run in another
+        thread while appends go on into new buffers."""
+        chosen = self._buffers.keys() if partitions is None else partitions & self._buffers.keys()
+        return [(partition, self._buffers.pop(partition)) for partition in sorted(chosen)]
+
+    def write(self, taken: list[tuple[int, _Buffer]]) -> list[Path]:
+        """Write buffers handed over by `take`, a file each; returns the files written."""
         written = []
-        for partition in sorted(self._buffers if partitions is None else partitions & self._buffers.keys()):
-            buffer = self._buffers.pop(partition)
+        for partition, buffer in taken:
             arrays = [pa.array(buffer.columns[c], type=self._schema.field(c).type) for c in self._columns]
             arrays.append(pa.array([partition] * buffer.rows, type=pa.int32()))
             arrays.append(pa.array(buffer.columns[OFFSET_COLUMN], type=pa.int64()))

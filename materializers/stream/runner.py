@@ -6,8 +6,12 @@ A crash anywhere replays from the recorded progress; fenced Redis writes and
 offset-named event-log files make the replay change nothing twice.
 
 One writer thread applies micro-batches to Redis in order, one at a time, while
-the main thread decodes the next: Redis's own work overlaps ours. A flush waits
-for the writer, so nothing is made durable before Redis holds it.
+the main thread decodes the next: Redis's own work overlaps ours. A periodic flush
+takes the event-log buffers and a copy of the progress, and a flusher thread makes
+them durable once the writer has put every micro-batch before it in Redis, while
+the main thread goes on consuming (writing the files held it up for tens of
+milliseconds, which showed as freshness). The main thread commits the offsets of a
+finished flush. Rebalances and shutdown flush in place, after any flush in flight.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +95,10 @@ class StreamMaterializer:
         self._watch = GroupWatch(options.rejoin_after_s)
         self._writer: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
-        self._write_failed = False  # a micro-batch may be missing from Redis: never make its offsets durable
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing: Future[list[TopicPartition]] | None = None
+        # A micro-batch may be missing from Redis, or events from the event log: never make offsets durable again.
+        self._failed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -125,6 +132,7 @@ class StreamMaterializer:
                     self._watch.away_s(time.monotonic()), self._watch.state)
         metrics.CONSUMER_RESTARTS.inc()
         self._wait_for_writer()
+        self._wait_for_flusher()
         self._forget({topic: set(p.partitions) for topic, p in self.pipelines.items()})
         consumer.close()
         return self._connect()
@@ -156,7 +164,9 @@ class StreamMaterializer:
                 elif self.options.idle_exit_s is not None and now - idle_since > self.options.idle_exit_s:
                     break
                 if self._pending_events >= self.options.flush_events or now - self._last_flush >= self.options.flush_interval_s:
-                    self.flush()
+                    self._flush_in_background()
+                if self._flushing is not None and self._flushing.done():
+                    self._wait_for_flusher()  # commits its offsets
                 if self._watch.wedged(now):
                     consumer = self._reconnect(consumer)
                     idle_since = time.monotonic()
@@ -165,14 +175,15 @@ class StreamMaterializer:
                     last_metrics = now
         finally:
             try:
-                if not self._write_failed:
+                if not self._failed:
                     self.flush()
             finally:
                 consumer.close()
                 self._consumer = None
-                if self._writer is not None:
-                    self._writer.shutdown()
-                    self._writer = None
+                for pool in (self._writer, self._flusher):
+                    if pool is not None:
+                        pool.shutdown()
+                self._writer = self._flusher = None
                 if collecting:
                     gc.enable()
 
@@ -224,50 +235,92 @@ class StreamMaterializer:
 
     def _wait_for_writer(self) -> None:
         """Block until Redis holds every micro-batch handed over (re-raising the writer's error)."""
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
+        writing, self._writing = self._writing, None
+        self._settle(writing)
+
+    def _wait_for_flusher(self) -> None:
+        """Block until the flush in flight is durable (re-raising its error, or the writer's it waited for), then
+        commit its offsets to Kafka, asynchronously: here, not in the flusher, which a rebalance callback may be
+        waiting for while the consumer waits for the callback."""
+        flushing, self._flushing = self._flushing, None
+        self._commit(self._settle(flushing), asynchronous=True)
+
+    def _settle(self, pending: Future[Any] | None) -> Any:
+        """The result of a writer's or flusher's work; after it failed, no offset is ever made durable again."""
+        if pending is None:
+            return None
+        try:
+            return pending.result()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _commit(self, offsets: list[TopicPartition] | None, asynchronous: bool) -> None:
+        if offsets and self._consumer is not None:
             try:
-                writing.result()
-            except BaseException:
-                self._write_failed = True
-                raise
+                self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except KafkaException as exc:  # progress in Redis is what we resume from; the commit is for lag tools
+                log.warning("offset commit failed: %s", exc)
 
     def flush(self, only: dict[str, set[int]] | None = None) -> None:
-        """Make everything handled so far durable: event log, dead letters, progress, Kafka offsets."""
+        """Make everything handled so far durable, in place: event log, dead letters, progress, Kafka offsets."""
+        self._wait_for_flusher()
         self._wait_for_writer()
-        if self._write_failed:
-            raise RuntimeError("a micro-batch failed to reach Redis; its offsets are not committed")
+        self._commit(self._durable(only)(), asynchronous=False)
+
+    def _flush_in_background(self) -> None:
+        """Make everything handled so far durable in the flusher thread, once the previous flush is."""
+        self._wait_for_flusher()
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flusher")
+        self._flushing = self._flusher.submit(self._durable(None))
+
+    def _durable(self, only: dict[str, set[int]] | None) -> Callable[[], list[TopicPartition]]:
+        """Take what a flush covers (event-log buffers, a copy of the progress) and return the work that makes
+        it durable and then returns the offsets to commit; it first waits for the micro-batch last handed to the
+        writer."""
+        if self._failed:
+            raise RuntimeError("a micro-batch failed to reach Redis or the event log; its offsets are not committed")
         elapsed = max(time.monotonic() - self._last_flush, 1e-6)
         metrics.EVENTS_PER_SECOND.set(self._pending_events / elapsed)
-        self.dead_letters.flush()
+        writing = self._writing
+        logs = []
+        saves: dict[str, dict[int, PartitionProgress]] = {}
         commits = []
         for topic, pipeline in self.pipelines.items():
             partitions = set(pipeline.partitions) if only is None else only.get(topic, set()) & set(pipeline.partitions)
             if not partitions:
                 continue
             if pipeline.event_log is not None:
-                pipeline.event_log.flush(partitions)
-            progress = {p: pipeline.partitions[p] for p in partitions if pipeline.partitions[p].offset >= 0}
-            self.progress.save(topic, progress)
-            commits += [TopicPartition(topic, p, s.offset + 1) for p, s in progress.items()]
-        if commits and self._consumer is not None:
-            try:
-                self._consumer.commit(offsets=commits, asynchronous=False)
-            except KafkaException as exc:  # progress in Redis is what we resume from; the commit is for lag tools
-                log.warning("offset commit failed: %s", exc)
+                logs.append((pipeline.event_log, pipeline.event_log.take(partitions)))
+            saves[topic] = {p: replace(pipeline.partitions[p]) for p in partitions if pipeline.partitions[p].offset >= 0}
+            commits += [TopicPartition(topic, p, s.offset + 1) for p, s in saves[topic].items()]
+
+        def durable() -> list[TopicPartition]:
+            if writing is not None:
+                writing.result()
+            self.dead_letters.flush()
+            for event_log, taken in logs:
+                event_log.write(taken)
+            for topic, progress in saves.items():
+                self.progress.save(topic, progress)
+            return commits
+
         self._pending_events = 0
-        # The batches made durable are gone. What survives (mostly cached entity states) is frozen, so
-        # the next flush visits only what was allocated since instead of every cached state again; now
-        # and then everything is visited, so a cycle among frozen objects does not live forever.
+        # What survives the batches (mostly cached entity states) is frozen, so the next flush visits only what
+        # was allocated since instead of every cached state again; now and then everything is visited, so a
+        # cycle among frozen objects does not live forever.
         self._flushes += 1
         if self._flushes % FULL_COLLECTION_EVERY == 0:
             gc.unfreeze()
         gc.collect()
         gc.freeze()
         self._last_flush = time.monotonic()
+        return durable
 
     # -- rebalances ----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._wait_for_flusher()  # its files must be in place before leftovers are removed
         by_topic: dict[str, list[TopicPartition]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp)
@@ -298,6 +351,7 @@ class StreamMaterializer:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a chance to commit: drop unflushed work, the new owner replays it."""
+        self._wait_for_flusher()
         lost: dict[str, set[int]] = {}
         for tp in partitions:
             lost.setdefault(tp.topic, set()).add(tp.partition)

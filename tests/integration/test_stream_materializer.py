@@ -80,3 +80,51 @@ def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: red
             assert not starts or min(starts) > oldest_allowed, f"{series.name} keeps tiles past its retention"
         assert 0 < redis_client.pttl(key) <= 25 * HOUR + 2 * HOUR
     assert mismatches(redis_client, project, views, accepted, [max(e["ts"] for e in accepted)]) == []
+
+
+def test_a_flush_in_the_background_makes_nothing_durable_before_redis_holds_the_batch(
+        tmp_path: Path, redis_client: redis.Redis, kafka_bootstrap: str, topic_name: str) -> None:
+    """Progress and event-log files wait for the micro-batch last handed to the writer; events handled after the
+    flush was taken go to the next one; a failed write stops every later flush."""
+    from concurrent.futures import Future
+
+    from materializers.stream.progress import PartitionProgress, ProgressStore
+
+    views = retarget(topic_name, tmp_path / "log")
+    project = f"t{uuid.uuid4().hex[:8]}"
+    materializer = StreamMaterializer(project, views, redis_client, StreamOptions(
+        group="g", kafka_config={"bootstrap.servers": kafka_bootstrap}))
+    pipeline = materializer.pipelines[topic_name]
+    row = {"event_id": "e", "user_id": 1, "item_id": 2, "event_type": "view", "price": 1.0, "event_timestamp": 0}
+    progress = pipeline.partitions[0] = PartitionProgress(offset=41, max_ts=1_000)
+    assert pipeline.event_log is not None
+    pipeline.event_log.append(0, 41, row, 1_000)
+    store = ProgressStore(redis_client, project, "g")
+
+    writing: Future[None] = Future()
+    materializer._writing = writing  # the writer is still applying the last micro-batch
+    materializer._flush_in_background()
+    progress.offset = 42  # handled after the flush was taken: not part of it
+    pipeline.event_log.append(0, 42, row, 1_001)
+    flushing = materializer._flushing
+    assert flushing is not None
+    with pytest.raises(TimeoutError):
+        flushing.result(timeout=0.5)
+    assert store.load(topic_name, [0]) == {} and not list((tmp_path / "log").glob("*.parquet"))
+
+    writing.set_result(None)
+    flushing.result(timeout=10)
+    assert store.load(topic_name, [0]) == {0: PartitionProgress(41, 1_000)}
+    assert [r["_offset"] for r in pq.read_table(tmp_path / "log").to_pylist()] == [41]
+
+    failed: Future[None] = Future()
+    failed.set_exception(ConnectionError("Redis went away"))
+    materializer._writing = failed
+    materializer._flush_in_background()
+    materializer._writing = None  # later micro-batches reached Redis
+    with pytest.raises(ConnectionError):
+        materializer._flush_in_background()  # the failed flush is reported before another is taken
+    with pytest.raises(RuntimeError, match="not committed"):  # and a materializer that failed never commits again
+        materializer.flush()
+    assert store.load(topic_name, [0]) == {0: PartitionProgress(41, 1_000)}
+    assert [r["_offset"] for r in pq.read_table(tmp_path / "log").to_pylist()] == [41]
