@@ -102,8 +102,9 @@ def _story(step: _Steps, config: Settings, options: DemoOptions, summary: dict[s
                               {"FEATURESTREAM_REPO": str(config.repo_path)})
     background.append(materializer)
     source = next(iter(specs.stream_views.values())).source
+    event_log = Path(source.event_log_path) if source.event_log_path else None
     replayed, stats = replay_live(console, config, generated.events_path, source.topic, "user_id", materializer,
-                                  METRICS_PORT)
+                                  METRICS_PORT, event_log)
     applied = int(stats.get("featurestream_stream_events_total", 0))
     letters = dead_letters(stats)
     console.print(f"replayed {replayed.produced:,} records in {replayed.seconds:.1f} s; applied {applied:,}, "

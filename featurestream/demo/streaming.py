@@ -7,6 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import redis
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from rich.table import Table
 from featurestream.config import Settings, kafka_client_config
 from featurestream.definitions import RepoSpecs
 from featurestream.demo.background import Background, DemoError
+from featurestream.event_log_files import log_paths
 from featurestream.replay import ReplaySummary, count_lines, iter_jsonl, replay
 from materializers.stream.rebuild import delete_matching
 
@@ -55,6 +57,11 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def logged_rows(event_log: Path) -> int:
+    """Events in the event log's files so far (from their Parquet footers)."""
+    return sum(pq.read_metadata(path).num_rows for path in log_paths(event_log))
+
+
 def dead_letters(stats: dict[str, float]) -> dict[str, int]:
     return {k[4:]: int(v) for k, v in sorted(stats.items()) if k.startswith("dlq ")}
 
@@ -72,8 +79,10 @@ def stats_table(stats: dict[str, float], produced: int, total: int) -> Table:
 
 
 def replay_live(console: Console, config: Settings, events_path: Path, topic: str, key_field: str,
-                materializer: Background, metrics_port: int, timeout_s: float = 300) -> tuple[ReplaySummary, dict[str, float]]:
-    """Produce the events and show the materializer catching up, until it has handled every one."""
+                materializer: Background, metrics_port: int, event_log: Path | None,
+                timeout_s: float = 300) -> tuple[ReplaySummary, dict[str, float]]:
+    """Produce the events and show the materializer catching up, until it has handled every one and its
+    event log (which the next step reads, and which a flush writes in the background) holds every applied one."""
     total = count_lines(events_path)
     with Live(stats_table({}, 0, total), console=console, refresh_per_second=4) as live:
         result = replay(iter_jsonl(events_path), topic, kafka_client_config(config), key_field,
@@ -82,11 +91,13 @@ def replay_live(console: Console, config: Settings, events_path: Path, topic: st
         while True:
             stats = scrape(metrics_port)
             live.update(stats_table(stats, result.produced, total))
-            handled = stats.get("featurestream_stream_events_total", 0) + sum(dead_letters(stats).values())
-            if handled >= result.produced:
+            applied = stats.get("featurestream_stream_events_total", 0)
+            handled = applied + sum(dead_letters(stats).values())
+            if handled >= result.produced and (event_log is None or logged_rows(event_log) >= applied):
                 return result, stats
             materializer.check_alive()
             if time.monotonic() > deadline:
-                raise DemoError(f"the materializer handled {handled:,.0f} of {result.produced:,} records in "
+                raise DemoError(f"the materializer handled {handled:,.0f} of {result.produced:,} records (and logged "
+                                f"{logged_rows(event_log) if event_log else 0:,} of the {applied:,.0f} applied) in "
                                 f"{timeout_s:.0f} s; see {materializer.log_path}")
             time.sleep(0.25)
