@@ -11,7 +11,8 @@ takes the event-log buffers and a copy of the progress, and a flusher thread mak
 them durable once the writer has put every micro-batch before it in Redis, while
 the main thread goes on consuming (writing the files held it up for tens of
 milliseconds, which showed as freshness). The main thread commits the offsets of a
-finished flush. Rebalances and shutdown flush in place, after any flush in flight.
+finished flush. Rebalances and shutdown wait for their flush. Any failure of the
+writer or the flusher stops every later flush.
 """
 
 from __future__ import annotations
@@ -238,12 +239,12 @@ class StreamMaterializer:
         writing, self._writing = self._writing, None
         self._settle(writing)
 
-    def _wait_for_flusher(self) -> None:
+    def _wait_for_flusher(self, asynchronous: bool = True) -> None:
         """Block until the flush in flight is durable (re-raising its error, or the writer's it waited for), then
-        commit its offsets to Kafka, asynchronously: here, not in the flusher, which a rebalance callback may be
-        waiting for while the consumer waits for the callback."""
+        commit its offsets to Kafka: here, not in the flusher, which a rebalance callback may be waiting for
+        while the consumer waits for the callback."""
         flushing, self._flushing = self._flushing, None
-        self._commit(self._settle(flushing), asynchronous=True)
+        self._commit(self._settle(flushing), asynchronous)
 
     def _settle(self, pending: Future[Any] | None) -> Any:
         """The result of a writer's or flusher's work; after it failed, no offset is ever made durable again."""
@@ -263,17 +264,17 @@ class StreamMaterializer:
                 log.warning("offset commit failed: %s", exc)
 
     def flush(self, only: dict[str, set[int]] | None = None) -> None:
-        """Make everything handled so far durable, in place: event log, dead letters, progress, Kafka offsets."""
-        self._wait_for_flusher()
-        self._wait_for_writer()
-        self._commit(self._durable(only)(), asynchronous=False)
+        """Make everything handled so far durable before returning: event log, dead letters, progress, Kafka
+        offsets (committed synchronously)."""
+        self._flush_in_background(only)
+        self._wait_for_flusher(asynchronous=False)
 
-    def _flush_in_background(self) -> None:
+    def _flush_in_background(self, only: dict[str, set[int]] | None = None) -> None:
         """Make everything handled so far durable in the flusher thread, once the previous flush is."""
         self._wait_for_flusher()
         if self._flusher is None:
             self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flusher")
-        self._flushing = self._flusher.submit(self._durable(None))
+        self._flushing = self._flusher.submit(self._durable(only))
 
     def _durable(self, only: dict[str, set[int]] | None) -> Callable[[], list[TopicPartition]]:
         """Take what a flush covers (event-log buffers, a copy of the progress) and return the work that makes

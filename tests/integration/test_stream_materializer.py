@@ -128,3 +128,33 @@ def test_a_flush_in_the_background_makes_nothing_durable_before_redis_holds_the_
         materializer.flush()
     assert store.load(topic_name, [0]) == {0: PartitionProgress(41, 1_000)}
     assert [r["_offset"] for r in pq.read_table(tmp_path / "log").to_pylist()] == [41]
+
+
+def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_client: redis.Redis,
+                                                         kafka_bootstrap: str, topic_name: str) -> None:
+    """Events the event log failed to take are lost to it: no later progress may be recorded past them."""
+    from materializers.stream.progress import PartitionProgress, ProgressStore
+
+    views = retarget(topic_name, tmp_path / "log")
+    project = f"t{uuid.uuid4().hex[:8]}"
+    materializer = StreamMaterializer(project, views, redis_client, StreamOptions(
+        group="g", kafka_config={"bootstrap.servers": kafka_bootstrap}))
+    pipeline = materializer.pipelines[topic_name]
+    assert pipeline.event_log is not None
+    row = {"event_id": "e", "user_id": 1, "item_id": 2, "event_type": "view", "price": 1.0, "event_timestamp": 0}
+    pipeline.partitions[0] = PartitionProgress(offset=7, max_ts=1_000)
+    pipeline.event_log.append(0, 7, row, 1_000)
+
+    def disk_full(_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    pipeline.event_log.write = disk_full  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        materializer.flush()
+    del pipeline.event_log.write
+    pipeline.partitions[0].offset = 8
+    pipeline.event_log.append(0, 8, row, 1_001)
+    with pytest.raises(RuntimeError, match="not committed"):
+        materializer.flush()
+    assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
+    assert not list((tmp_path / "log").glob("*.parquet"))
