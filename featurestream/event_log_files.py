@@ -15,7 +15,12 @@ _NAME = re.compile(r"^(?P<topic>.+)-p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last
 
 
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
-    return f"{topic}-p{partition:04d}-o{first:012d}-{last:012d}.parquet"
+    return f"{partition_prefix(topic, partition)}{first:012d}-{last:012d}.parquet"
+
+
+def partition_prefix(topic: str, partition: int) -> str:
+    """What every file name of one topic and partition starts with (Kafka topic names hold no glob character)."""
+    return f"{topic}-p{partition:04d}-o"
 
 
 class LogFile(NamedTuple):

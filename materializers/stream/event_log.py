@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestream.definitions import StreamSourceSpec
-from featurestream.event_log_files import file_name, log_files
+from featurestream.event_log_files import file_name, log_files, partition_prefix
 
 ARROW_TYPES = {
     "string": pa.string(),
@@ -103,7 +103,8 @@ class EventLogWriter:
     def remove_after(self, partition: int, applied_offset: int) -> list[Path]:
         """Delete files (and leftovers) of `partition` holding offsets past what was applied."""
         removed = []
-        for path in self.directory.glob(".*.tmp"):
+        # Only this partition's: another member of the group may be writing its own partitions' files here.
+        for path in self.directory.glob(f".{partition_prefix(self.source.topic, partition)}*.tmp"):
             path.unlink(missing_ok=True)
         for file in log_files(self.directory, self.source.topic):
             if file.partition == partition and file.first > applied_offset:

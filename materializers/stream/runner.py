@@ -190,6 +190,14 @@ class StreamMaterializer:
 
     # -- the per-batch path --------------------------------------------------------------------
     def _process(self, messages: list[Any]) -> None:
+        try:
+            self._hand_over(messages)
+        except BaseException:  # progress and the event log may be ahead of what the writer was given
+            self._failed = True
+            raise
+
+    def _hand_over(self, messages: list[Any]) -> None:
+        """Decode and route a micro-batch, then hand it to the writer thread."""
         began = time.perf_counter()
         handled = 0
         accepted = dict.fromkeys(self.pipelines, 0)
@@ -346,7 +354,8 @@ class StreamMaterializer:
         revoked: dict[str, set[int]] = {}
         for tp in partitions:
             revoked.setdefault(tp.topic, set()).add(tp.partition)
-        self.flush(revoked)
+        if not self._failed:  # after a failure nothing is made durable (and close() must not raise here)
+            self.flush(revoked)
         self._forget(revoked)
         consumer.unassign()
 

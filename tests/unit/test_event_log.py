@@ -44,8 +44,11 @@ def test_remove_after_drops_only_unapplied_files_of_that_partition(tmp_path: Pat
         writer.flush()
     writer.append(3, 6, _row(1, 1_700_000_000_000), 1_700_000_000_000)
     writer.flush()
-    (tmp_path / ".leftover.parquet.tmp").write_bytes(b"partial")
+    (tmp_path / ".clicks-p0001-o000000000010-000000000011.parquet.tmp").write_bytes(b"partial")
+    # Another group member may be writing a file of its own partition in the same directory: left alone.
+    (tmp_path / ".clicks-p0002-o000000000000-000000000003.parquet.tmp").write_bytes(b"being written")
     removed = writer.remove_after(1, 4)
     assert [p.name for p in removed] == ["clicks-p0001-o000000000005-000000000009.parquet"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clicks-p0001-o000000000000-000000000004.parquet",
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clicks-p0002-o000000000000-000000000003.parquet.tmp",
+                                                          "clicks-p0001-o000000000000-000000000004.parquet",
                                                           "clicks-p0003-o000000000006-000000000006.parquet"]
