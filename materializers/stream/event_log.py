@@ -71,10 +71,6 @@ class EventLogWriter:
     def pending(self) -> int:
         return sum(b.rows for b in self._buffers.values())
 
-    def flush(self, partitions: set[int] | None = None) -> list[Path]:
-        """Write the buffered events of `partitions` (all by default); returns the files written."""
-        return self.write(self.take(partitions))
-
     def take(self, partitions: set[int] | None = None) -> list[tuple[int, _Buffer]]:
         """Hand over the buffers of `partitions` (all by default) for `write`, which may run in another
         thread while appends go on into new buffers."""

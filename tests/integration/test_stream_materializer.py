@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,9 @@ import pytest
 import redis
 
 from featurestream.definitions import StreamViewSpec
+from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.runner import StreamMaterializer, StreamOptions
+from materializers.stream.source import SourcePipeline
 from tests.streams import (
     create_topic, encode, mismatches, price_stats_view, produce, random_stream, reference_events, retarget,
 )
@@ -82,30 +85,34 @@ def test_old_tiles_are_dropped_and_keys_expire(tmp_path: Path, redis_client: red
     assert mismatches(redis_client, project, views, accepted, [max(e["ts"] for e in accepted)]) == []
 
 
+ROW = {"event_id": "e", "user_id": 1, "item_id": 2, "event_type": "view", "price": 1.0, "event_timestamp": 0}
+
+
+def _idle_materializer(tmp_path: Path, client: redis.Redis, bootstrap: str,
+                       topic: str) -> tuple[StreamMaterializer, SourcePipeline, str]:
+    """A materializer that never consumes (its flushes are driven by hand), its pipeline and its project; the
+    event log goes to tmp_path/log."""
+    project = f"t{uuid.uuid4().hex[:8]}"
+    materializer = StreamMaterializer(project, retarget(topic, tmp_path / "log"), client, StreamOptions(
+        group="g", kafka_config={"bootstrap.servers": bootstrap}))
+    return materializer, materializer.pipelines[topic], project
+
+
 def test_a_flush_in_the_background_makes_nothing_durable_before_redis_holds_the_batch(
         tmp_path: Path, redis_client: redis.Redis, kafka_bootstrap: str, topic_name: str) -> None:
     """Progress and event-log files wait for the micro-batch last handed to the writer; events handled after the
     flush was taken go to the next one; a failed write stops every later flush."""
-    from concurrent.futures import Future
-
-    from materializers.stream.progress import PartitionProgress, ProgressStore
-
-    views = retarget(topic_name, tmp_path / "log")
-    project = f"t{uuid.uuid4().hex[:8]}"
-    materializer = StreamMaterializer(project, views, redis_client, StreamOptions(
-        group="g", kafka_config={"bootstrap.servers": kafka_bootstrap}))
-    pipeline = materializer.pipelines[topic_name]
-    row = {"event_id": "e", "user_id": 1, "item_id": 2, "event_type": "view", "price": 1.0, "event_timestamp": 0}
+    materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     progress = pipeline.partitions[0] = PartitionProgress(offset=41, max_ts=1_000)
     assert pipeline.event_log is not None
-    pipeline.event_log.append(0, 41, row, 1_000)
+    pipeline.event_log.append(0, 41, ROW, 1_000)
     store = ProgressStore(redis_client, project, "g")
 
     writing: Future[None] = Future()
     materializer._writing = writing  # the writer is still applying the last micro-batch
     materializer._flush_in_background()
     progress.offset = 42  # handled after the flush was taken: not part of it
-    pipeline.event_log.append(0, 42, row, 1_001)
+    pipeline.event_log.append(0, 42, ROW, 1_001)
     flushing = materializer._flushing
     assert flushing is not None
     with pytest.raises(TimeoutError):
@@ -133,17 +140,10 @@ def test_a_flush_in_the_background_makes_nothing_durable_before_redis_holds_the_
 def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_client: redis.Redis,
                                                          kafka_bootstrap: str, topic_name: str) -> None:
     """Events the event log failed to take are lost to it: no later progress may be recorded past them."""
-    from materializers.stream.progress import PartitionProgress, ProgressStore
-
-    views = retarget(topic_name, tmp_path / "log")
-    project = f"t{uuid.uuid4().hex[:8]}"
-    materializer = StreamMaterializer(project, views, redis_client, StreamOptions(
-        group="g", kafka_config={"bootstrap.servers": kafka_bootstrap}))
-    pipeline = materializer.pipelines[topic_name]
+    materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     assert pipeline.event_log is not None
-    row = {"event_id": "e", "user_id": 1, "item_id": 2, "event_type": "view", "price": 1.0, "event_timestamp": 0}
     pipeline.partitions[0] = PartitionProgress(offset=7, max_ts=1_000)
-    pipeline.event_log.append(0, 7, row, 1_000)
+    pipeline.event_log.append(0, 7, ROW, 1_000)
 
     def disk_full(_: object) -> None:
         raise OSError(28, "No space left on device")
@@ -153,7 +153,7 @@ def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_c
         materializer.flush()
     del pipeline.event_log.write
     pipeline.partitions[0].offset = 8
-    pipeline.event_log.append(0, 8, row, 1_001)
+    pipeline.event_log.append(0, 8, ROW, 1_001)
     with pytest.raises(RuntimeError, match="not committed"):
         materializer.flush()
     assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
@@ -190,13 +190,7 @@ def test_a_micro_batch_that_fails_midway_is_never_made_durable(tmp_path: Path, r
                                                                kafka_bootstrap: str, topic_name: str) -> None:
     """Handling advanced the progress and the event log past what the writer got: the shutdown flush must not
     record them (they would never reach Redis)."""
-    from materializers.stream.progress import ProgressStore
-
-    views = retarget(topic_name, tmp_path / "log")
-    project = f"t{uuid.uuid4().hex[:8]}"
-    materializer = StreamMaterializer(project, views, redis_client, StreamOptions(
-        group="g", kafka_config={"bootstrap.servers": kafka_bootstrap}))
-    pipeline = materializer.pipelines[topic_name]
+    materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     event = b'{"event_id":"e","user_id":1,"item_id":2,"event_type":"view","price":1.0,"event_timestamp":1795000000000}'
     decode = pipeline.decoder.decode
 

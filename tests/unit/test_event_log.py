@@ -25,7 +25,7 @@ def test_files_are_named_by_offset_range_and_typed(tmp_path: Path) -> None:
         writer.append(0, 10 + offset, _row(offset, 1_700_000_000_000 + offset), 1_700_000_000_000 + offset)
     writer.append(2, 7, _row(9, 1_700_000_000_500), 1_700_000_000_500)
     assert writer.pending == 4
-    written = writer.flush()
+    written = writer.write(writer.take())
     assert sorted(p.name for p in written) == ["clicks-p0000-o000000000010-000000000012.parquet",
                                                "clicks-p0002-o000000000007-000000000007.parquet"]
     table = pq.read_table(tmp_path / "clicks-p0000-o000000000010-000000000012.parquet")
@@ -33,7 +33,7 @@ def test_files_are_named_by_offset_range_and_typed(tmp_path: Path) -> None:
     assert table.column("_offset").to_pylist() == [10, 11, 12]
     assert table.column("_partition").to_pylist() == [0, 0, 0]
     assert table.column("price").to_pylist() == [1.5, None, 1.5]
-    assert writer.pending == 0 and writer.flush() == []
+    assert writer.pending == 0 and writer.write(writer.take()) == []
 
 
 def test_remove_after_drops_only_unapplied_files_of_that_partition(tmp_path: Path) -> None:
@@ -41,9 +41,9 @@ def test_remove_after_drops_only_unapplied_files_of_that_partition(tmp_path: Pat
     for first, last in ((0, 4), (5, 9)):
         for offset in range(first, last + 1):
             writer.append(1, offset, _row(1, 1_700_000_000_000), 1_700_000_000_000)
-        writer.flush()
+        writer.write(writer.take())
     writer.append(3, 6, _row(1, 1_700_000_000_000), 1_700_000_000_000)
-    writer.flush()
+    writer.write(writer.take())
     (tmp_path / ".clicks-p0001-o000000000010-000000000011.parquet.tmp").write_bytes(b"partial")
     # Another group member may be writing a file of its own partition in the same directory: left alone.
     (tmp_path / ".clicks-p0002-o000000000000-000000000003.parquet.tmp").write_bytes(b"being written")

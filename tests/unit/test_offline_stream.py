@@ -48,8 +48,8 @@ def write_log(events: list[dict[str, Any]], rng: random.Random, directory: Path,
             ts = epoch_ms(event["event_timestamp"])
             writer.append(partition, offset, {**event, "event_timestamp": datetime.fromtimestamp(ts / 1000, UTC)}, ts)
         if rng.random() < 0.01:
-            writer.flush()
-    writer.flush()
+            writer.write(writer.take())
+    writer.write(writer.take())
     return accepted
 
 
