@@ -4,14 +4,10 @@ run of the OpenAPI schema finds no 5xx."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +16,7 @@ from serving.app import create_app
 from serving.config import load_serve_config
 from tests.integration.test_serving_api import World, world  # noqa: F401  (the shared session fixture)
 from tests.ports import free_port
+from tests.private_redis import start_redis
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::DeprecationWarning")
 ONE_USER = {"user_id": [1]}
@@ -86,25 +83,10 @@ def test_api_keys(strict_api: TestClient) -> None:
 
 
 
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis(port=port, socket_timeout=1).ping():
-                return process
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"redis-server did not start on port {port}")
-
-
 def test_redis_down_is_503_and_the_server_recovers(world: World, tmp_path: Path) -> None:  # noqa: F811
     """A private redis-server (the shared one is never stopped) goes away and comes back on the same port."""
     port = free_port()
-    server = _start_redis(port, tmp_path)
+    server = start_redis(port, tmp_path)
     env = {**os.environ, **world.env, "FEATURESTREAM_REDIS_URL": f"redis://127.0.0.1:{port}/0",
            "FEATURESTREAM_SERVE_REDIS_TIMEOUT_S": "0.3"}
     body = {"features": ["user_profile:country", "user_activity:events_1h"], "entities": {"user_id": [1, 2]}}
@@ -119,7 +101,7 @@ def test_redis_down_is_503_and_the_server_recovers(world: World, tmp_path: Path)
                 assert "Redis is unavailable" in response.json()["detail"]
             assert api.get("/health/ready").status_code == 503
             assert api.get("/health").json()["redis"] == "down"
-            server = _start_redis(port, tmp_path)
+            server = start_redis(port, tmp_path)
             assert api.post("/get-online-features", json=body).status_code == 200
             assert api.get("/health/ready").status_code == 200
     finally:

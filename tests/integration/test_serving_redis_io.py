@@ -1,17 +1,38 @@
-"""The serving pipeline hands each group of replies to its taker, in order, whatever the reads' boundaries."""
+"""The serving pipeline hands each group of replies to its taker, in order, whatever the reads' boundaries, over one
+connection shared by concurrent requests; an error fails only its own request, a hung Redis every waiting one."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
 
 from featurestream.config import Settings
+from serving.errors import Unavailable
 from serving.redis_io import RedisReader, encode
+from tests.ports import free_port
+from tests.private_redis import start_redis
+
+T = TypeVar("T")
+
+
+def with_reader(url: str, work: Callable[[RedisReader], Awaitable[T]], timeout_s: float = 10.0) -> T:
+    """`work` on a fresh reader, closed after."""
+    async def main() -> T:
+        reader = RedisReader(url, timeout_s)
+        try:
+            return await work(reader)
+        finally:
+            await reader.close()
+    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("count", [20, 1000])  # commands in one write, or more than Redis reads at once
@@ -29,16 +50,12 @@ def test_groups_get_their_own_replies_in_order(settings: Settings, redis_client:
         groups.append((payload, size, lambda replies, g=g: got.append((g, replies))))
         offset += size
 
-    async def read() -> None:
-        reader = RedisReader(settings.redis_url, 10.0)
-        try:
-            await reader.stream(groups)
-            assert await reader.ping()  # the connection is left clean for the next request
-        finally:
-            await reader.close()
+    async def read(reader: RedisReader) -> None:
+        await reader.stream(groups)
+        assert await reader.ping()  # the connection is left clean for the next request
 
     try:
-        asyncio.run(read())
+        with_reader(settings.redis_url, read)
     finally:
         redis_client.delete(*values)
     assert [g for g, _ in got] == list(range(len(sizes)))
@@ -47,3 +64,89 @@ def test_groups_get_their_own_replies_in_order(settings: Settings, redis_client:
     for (_, replies), size in zip(got, sizes):
         assert replies == expected[offset:offset + size]
         offset += size
+
+
+def test_concurrent_requests_share_one_connection_and_each_gets_its_own_replies(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    """Small requests, and large ones whose rest waits for their first replies, submitted together and apart."""
+    prefix = f"rio:{uuid.uuid4().hex}:"
+    rng = random.Random(11)
+    values = {f"{prefix}{i}": rng.randbytes(rng.choice([1, 100, 3000])) for i in range(400)}
+    redis_client.mset(values)
+    keys = list(values)
+    sizes = [1, 3, 40, 150]  # 4 groups of 150 GETs are over the 16 KB Redis reads at once
+    requests = [[rng.sample(keys, rng.choice(sizes)) for _ in range(rng.choice([1, 2, 4]))] for _ in range(60)]
+    got: dict[int, list[list[Any]]] = {}
+    client_ids: set[int] = set()
+
+    async def one(reader: RedisReader, index: int, groups_keys: list[list[str]]) -> None:
+        await asyncio.sleep(rng.choice([0, 0, 0.001]))  # some together in one loop iteration, some apart
+        got[index] = []
+        groups = [(b"".join(encode(b"GET", key) for key in group), len(group), got[index].append)
+                  for group in groups_keys]
+        await reader.stream([*groups, (encode(b"CLIENT", b"ID"), 1, lambda ids: client_ids.update(ids))])
+
+    async def read(reader: RedisReader) -> None:
+        await asyncio.gather(*(one(reader, i, r) for i, r in enumerate(requests)))
+
+    try:
+        with_reader(settings.redis_url, read)
+    finally:
+        redis_client.delete(*values)
+    assert len(client_ids) == 1
+    for index, groups_keys in enumerate(requests):
+        assert got[index] == [[values[key] for key in group] for group in groups_keys], index
+
+
+def test_an_error_fails_only_its_own_request(settings: Settings, redis_client: redis.Redis) -> None:
+    key = f"rio:{uuid.uuid4().hex}"
+    redis_client.set(key, b"v")
+
+    def broken(_: list[Any]) -> None:
+        raise ValueError("taker failed")
+
+    async def read(reader: RedisReader) -> list[Any]:
+        fine: list[Any] = []
+        outcomes = await asyncio.gather(
+            reader.stream([(encode(b"GET", key), 1, fine.extend)]),
+            reader.stream([(encode(b"HGET", key, b"f"), 1, fine.extend)]),  # WRONGTYPE: an error reply
+            reader.stream([(encode(b"GET", key), 1, broken)]),
+            reader.stream([(encode(b"GET", key), 1, fine.extend)]),
+            return_exceptions=True)
+        assert await reader.run(encode(b"GET", key), 1) == [b"v"]  # the connection is still in step
+        return [*outcomes, fine]
+
+    try:
+        first, wrong_type, taker, last, fine = with_reader(settings.redis_url, read)
+    finally:
+        redis_client.delete(key)
+    assert first is None and last is None and fine == [b"v", b"v"]
+    assert isinstance(wrong_type, Unavailable) and "WRONGTYPE" in str(wrong_type)
+    assert isinstance(taker, ValueError)
+
+
+def test_a_hung_redis_fails_every_waiting_request_in_time_and_the_next_one_reconnects(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_redis(port, tmp_path)
+
+    client_id = encode(b"CLIENT", b"ID")
+
+    async def scenario(reader: RedisReader) -> tuple[list[Any], float, bool]:
+        before = await reader.run(client_id, 1)
+        server.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        hung = await asyncio.gather(*(reader.run(encode(b"PING"), 1) for _ in range(5)), return_exceptions=True)
+        took = time.monotonic() - started
+        server.send_signal(signal.SIGCONT)
+        assert await reader.run(encode(b"PING"), 1) == [b"PONG"]
+        return hung, took, before != await reader.run(client_id, 1)
+
+    try:
+        hung, took, reconnected = with_reader(f"redis://127.0.0.1:{port}/0", scenario, timeout_s=0.5)
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+    assert all(isinstance(outcome, Unavailable) for outcome in hung)
+    assert took < 2.0
+    assert reconnected  # a fresh connection: one that timed out may never answer again
