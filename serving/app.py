@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from featurestream.definitions import load_repo
 from serving import metrics
@@ -131,39 +131,16 @@ Answer = Callable[[Scope, bytes], Awaitable[tuple[int, bytes]]]  # a whole route
 
 
 class ServingApp(FastAPI):
-    """FastAPI, with POSTs to the hot routes answered before its middleware and routing stack.
+    """FastAPI, with the hot routes' own functions kept by path.
 
-    That stack cost about as much CPU as the retrieval itself for one entity (py-spy at
-    concurrency 8). The routes stay declared in FastAPI too, for the OpenAPI schema.
+    `featurestream serve` answers POSTs to them before FastAPI (`serving.http_protocol`):
+    its middleware and routing stack cost about as much CPU as the retrieval itself for one
+    entity. The routes stay declared in FastAPI too, for other ASGI servers and the OpenAPI schema.
     """
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.hot: dict[str, Answer] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = self.hot.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if answer is None:
-            await super().__call__(scope, receive, send)
-            return
-        body = await _read_body(receive)
-        if body is None:  # the client went away
-            return
-        status, payload = await answer(scope, body)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
-        await send({"type": "http.response.body", "body": payload})
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -214,12 +191,12 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/get-online-features", openapi_extra=_body_schema("OnlineFeaturesRequest"))
     async def get_online_features(request: Request) -> Response:
         """Feast's feature server route: features or a feature service, for entity rows."""
-        return Response(*await online(request.scope, await request.body()), media_type=_JSON)
+        return await _through_asgi(online, request)
 
     @app.post("/predict", openapi_extra=_body_schema("PredictRequest"))
     async def predict(request: Request) -> Response:
         """The feature service's vector, through its model."""
-        return Response(*await scored(request.scope, await request.body()), media_type=_JSON)
+        return await _through_asgi(scored, request)
 
     @app.get("/health")
     async def health() -> Response:
@@ -254,6 +231,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _through_asgi(answer: Answer, request: Request) -> Response:
+    """A hot route reached through FastAPI: another ASGI server, or a request the protocol passed on."""
+    status, payload = await answer(request.scope, await request.body())
+    return Response(payload, status, media_type=_JSON)
 
 
 def _body_schema(name: str) -> dict[str, Any]:

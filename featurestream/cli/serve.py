@@ -1,4 +1,4 @@
-"""`featurestream serve`: the serving API on uvicorn (uvloop + httptools, a response in one send)."""
+"""`featurestream serve`: the serving API on uvicorn (uvloop + httptools; hot routes answered by our protocol)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def serve(
     import uvicorn
 
     from serving.config import load_serve_config
-    from serving.http_protocol import CoalescingHttpToolsProtocol
+    from serving.http_protocol import ServingHttpProtocol
 
     if model:
         os.environ["FEATURESTREAM_MODELS"] = ",".join(filter(None, [os.environ.get("FEATURESTREAM_MODELS"), *model]))
@@ -33,4 +33,4 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="featurestream-metrics-")
     console.print(f"serving {config.settings.repo_path} on http://{host}:{port} with {workers} worker(s)")
     uvicorn.run("serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http=CoalescingHttpToolsProtocol, log_level=log_level, access_log=False)
+                loop="uvloop", http=ServingHttpProtocol, log_level=log_level, access_log=False)
