@@ -87,6 +87,15 @@ class Plan:
     join_keys: tuple[str, ...]  # every join key the reads need
     request_fields: tuple[str, ...]  # every request field the on-demand views need
 
+    @functools.cached_property
+    def output_names(self) -> list[str]:
+        return [output.name for output in self.outputs]
+
+    @functools.cached_property
+    def output_columns(self) -> list[tuple[int, int]]:
+        """(source, column) of each output, as a request assembles them."""
+        return [(output.source, output.column) for output in self.outputs]
+
 
 class Catalog:
     """The specs of one project, with its Feast entity-key encoder and a cache of plans."""

@@ -12,7 +12,6 @@ import math
 import struct
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
@@ -168,15 +167,20 @@ _STRUCT_LIMIT = 64  # up to this many values struct beats numpy, whose fixed cos
 def _double_columns(flat: list[bytes | None], width: int) -> list[list[float]] | None:
     """The columns of row-major double ValueProtos (a tag byte, then 8 bytes LE each), all finite; else None."""
     count = len(flat)
-    if not count or None in flat or set(map(len, flat)) != {9}:  # type: ignore[arg-type]
+    try:
+        joined = b"".join(flat)  # type: ignore[arg-type]
+    except TypeError:  # a missing value
         return None
-    joined = b"".join(flat)  # type: ignore[arg-type]
+    if not count or len(joined) != 9 * count or min(map(len, flat)) != 9:  # type: ignore[arg-type]
+        return None
     if joined[::9] != bytes((_DOUBLE_TAG,)) * count:
         return None
     if count <= _STRUCT_LIMIT:
         numbers = _doubles(count).unpack(joined)
-        if not all(map(math.isfinite, numbers)):
+        if not math.isfinite(sum(numbers)):  # NaN or an infinity (or an overflowing sum): Feast's path decides
             return None
+        if count == width:  # one row
+            return [[number] for number in numbers]
         return [list(numbers[f::width]) for f in range(width)]
     array = np.frombuffer(joined, _DOUBLE_VALUE)["number"]
     if not np.isfinite(array).all():
@@ -210,4 +214,4 @@ def format_ms(ts_ms: int) -> str:
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000

@@ -190,10 +190,10 @@ def _assemble(catalog: Catalog, plan: Plan, cols: Columns, rows: int, results: l
     statuses = [[PRESENT] * rows] * len(names)
     timestamps = [[EPOCH] * rows] * len(names)
     key_columns = len(names)
-    for output in plan.outputs:
-        result = results[output.source]
-        names.append(output.name)
-        values.append(result.columns[output.column])
+    names += plan.output_names
+    for source, column in plan.output_columns:
+        result = results[source]
+        values.append(result.columns[column])
         statuses.append(result.statuses)
         timestamps.append(result.timestamps)
     return Vectors(names, values, statuses, timestamps, key_columns, rows)
