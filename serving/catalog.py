@@ -62,12 +62,13 @@ class Fetch:
     """One Redis command per entity, answering one or more reads.
 
     Feast keeps every batch view of an entity key in one hash, so the batch reads with
-    the same join keys become one HMGET of all their fields; each read takes its slice.
+    the same join keys become one HMGET: every read's feature fields, in read order, then
+    every read's timestamp field. Each read takes its slice of the values and its timestamp.
     """
 
     kind: Kind
     join_keys: tuple[str, ...]
-    parts: tuple[tuple[int, int, int], ...]  # (index into plan.reads, its first reply field, end); batch only
+    parts: tuple[tuple[int, int, int, int], ...]  # batch only: (read index, its first value, end, its timestamp)
     read: int  # stream fetches: the one read they answer
     resp: tuple[bytes, bytes]  # the command in RESP around its key: what goes before, what after
     keys: EncodedKeys
@@ -202,9 +203,11 @@ def _fetches(reads: tuple[ViewRead, ...]) -> tuple[Fetch, ...]:
         else:
             fetches.append(Fetch(read.kind, read.join_keys, (), index, around_key(b"HGET", b"s"), read.keys))
     for join_keys, indexes in batch.items():
-        parts, fields = [], []
-        for index in indexes:
-            parts.append((index, len(fields), len(fields) + len(reads[index].fields)))
-            fields += reads[index].fields
+        parts, values = [], []
+        width = sum(len(reads[index].features) for index in indexes)
+        for position, index in enumerate(indexes):
+            parts.append((index, len(values), len(values) + len(reads[index].features), width + position))
+            values += reads[index].fields[:-1]
+        fields = values + [reads[index].fields[-1] for index in indexes]
         fetches.append(Fetch("batch", join_keys, tuple(parts), -1, around_key(b"HMGET", *fields), reads[indexes[0]].keys))
     return tuple(fetches)

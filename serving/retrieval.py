@@ -85,11 +85,14 @@ class Retriever:
 
         def taker(fetch: Fetch) -> Callable[[list[Any]], None]:
             def take(replies: list[Any]) -> None:
-                if fetch.kind != "batch":
-                    found[fetch.read] = self._evaluate(plan.reads[fetch.read], replies, t_ms, t_text, chosen_time)
-                for index, start, stop in fetch.parts:
-                    found[index] = self._evaluate(plan.reads[index], [reply[start:stop] for reply in replies],
-                                                  t_ms, t_text, chosen_time)
+                if fetch.kind == "batch":
+                    results = self._batch(fetch, plan, replies, t_ms, chosen_time)
+                    for (index, _, _, _), result in zip(fetch.parts, results):
+                        found[index] = result
+                elif fetch.kind == "window":
+                    found[fetch.read] = _evaluated(_windowed(plan.reads[fetch.read], replies, t_ms, t_text))
+                else:
+                    found[fetch.read] = _evaluated(_sessions(plan.reads[fetch.read], replies, t_ms))
             return take
 
         await self.redis.stream([(f.commands(layouts[f.join_keys][0]), len(layouts[f.join_keys][0]), taker(f))
@@ -108,23 +111,35 @@ class Retriever:
                                       [t_text] * rows))
         return _assemble(catalog, plan, cols, rows, results)
 
-    def _evaluate(self, read: ViewRead, answers: list[Any], t_ms: int, t_text: str, chosen_time: bool) -> ViewResult:
-        """The values, status and timestamp text of each entity (rows >= 1, features >= 1)."""
-        if read.kind == "batch":
-            return self._batch(read, answers, t_ms, chosen_time)
-        if read.kind == "window":
-            per_entity = _windowed(read, answers, t_ms, t_text)
-        else:
-            per_entity = _sessions(read, answers, t_ms)
-        value_rows, statuses, stamps = zip(*per_entity)
-        return ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps))
+    def _batch(self, fetch: Fetch, plan: Plan, replies: list[list[bytes | None]], t_ms: int,
+               chosen_time: bool) -> list[ViewResult]:
+        """The batch views one HMGET answers (rows >= 1, features >= 1 each).
 
-    def _batch(self, read: ViewRead, answers: list[list[bytes | None]], t_ms: int, chosen_time: bool) -> ViewResult:
-        statuses, stamps, shown = [], [], []
+        The values of an entity whose every view is present are decoded together, all entities
+        at once (one call when they are finite doubles, the common case); a view that is not
+        present shows nulls.
+        """
+        marks = [self._marks(plan.reads[index], [reply[stamp] for reply in replies], t_ms, chosen_time)
+                 for index, _, _, stamp in fetch.parts]
+        whole = [all(statuses[row] is PRESENT for statuses, _ in marks) for row in range(len(replies))]
+        width = fetch.parts[-1][2]
+        columns = self.decoder.columns([reply[:width] if ok else None for reply, ok in zip(replies, whole)], width)
+        for row, ok in enumerate(whole):
+            if not ok:  # some views present, others not: decode those that are
+                for (statuses, _), (_, start, stop, _) in zip(marks, fetch.parts):
+                    if statuses[row] is PRESENT:
+                        for column in range(start, stop):
+                            columns[column][row] = self.decoder.value(replies[row][column])
+        return [ViewResult(columns[start:stop], statuses, stamps)
+                for (statuses, stamps), (_, start, stop, _) in zip(marks, fetch.parts)]
+
+    def _marks(self, read: ViewRead, raw_stamps: list[bytes | None], t_ms: int,
+               chosen_time: bool) -> tuple[list[str], list[str]]:
+        """A batch view's status and timestamp text per entity, from its `_ts:<view>` field."""
+        statuses, stamps = [], []
         ttl = read.spec.ttl_ms
         timestamp = self.decoder.timestamp
-        for answer in answers:
-            raw_ts = answer[-1]
+        for raw_ts in raw_stamps:
             if raw_ts is None:
                 status, text = NOT_FOUND, EPOCH
             else:
@@ -137,8 +152,13 @@ class Retriever:
                     status = PRESENT
             statuses.append(status)
             stamps.append(text)
-            shown.append(answer[:-1] if status is PRESENT else None)
-        return ViewResult(self.decoder.columns(shown, len(read.features)), statuses, stamps)
+        return statuses, stamps
+
+
+def _evaluated(per_entity: list[tuple[list[Any], str, str]]) -> ViewResult:
+    """A stream view's result from its (values, status, timestamp text) per entity."""
+    value_rows, statuses, stamps = zip(*per_entity)
+    return ViewResult([list(column) for column in zip(*value_rows)], list(statuses), list(stamps))
 
 
 def _unique_entities(join_keys: tuple[str, ...], cols: Columns) -> tuple[list[Entity], list[int]]:

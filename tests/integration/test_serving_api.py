@@ -64,7 +64,26 @@ def private_repo(root: Path, settings: Settings, topic: str) -> tuple[Path, str]
     config.write_text(text)
     source = repo / "stream_features.py"
     source.write_text(source.read_text().replace('topic="clicks"', f'topic="{topic}"'))
+    (repo / "loyalty_features.py").write_text(LOYALTY_VIEW)
     return repo, project
+
+
+LOYALTY_VIEW = '''"""A second batch view of users, held by Feast in the same Redis hash as user_profile."""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field, FileSource
+from feast.types import Float64, Int64
+
+from entities import user
+
+user_loyalty = FeatureView(
+    name="user_loyalty", entities=[user], ttl=timedelta(days=2), online=True,
+    schema=[Field(name="user_id", dtype=Int64), Field(name="points", dtype=Float64)],
+    source=FileSource(name="user_loyalty_source", path="data/user_loyalty.parquet", timestamp_field="snapshot_ts"),
+)
+'''
+LOYAL_USERS = [1, 11, 12]  # user 3 has a profile and no loyalty row, 11 a stale profile, 12 no profile
 
 
 def write_batch_rows(repo: Path, fresh: datetime, stale: datetime) -> None:
@@ -81,6 +100,9 @@ def write_batch_rows(repo: Path, fresh: datetime, stale: datetime) -> None:
         "lifetime_spend": [u * 1.5 for u in users],
         "snapshot_ts": [stale if u == 11 else fresh for u in users],
         "created_ts": [fresh for _ in users],
+    }))
+    store.write_to_online_store("user_loyalty", pd.DataFrame({
+        "user_id": LOYAL_USERS, "points": [u * 10.0 for u in LOYAL_USERS], "snapshot_ts": [fresh for _ in LOYAL_USERS],
     }))
     store.write_to_online_store("item_stats", pd.DataFrame({
         "item_id": list(ITEMS),
@@ -163,6 +185,16 @@ def test_batch_values_statuses_and_timestamps(api: TestClient, world: World) -> 
     assert got["lifetime_spend"]["values"] == [1.5, 4.5, None, None]
     assert got["price"]["values"] == [20.0, 20.0, 50.0, None]
     assert got["price"]["statuses"] == ["PRESENT", "PRESENT", "PRESENT", "NOT_FOUND"]
+
+
+def test_batch_views_read_in_one_hash_keep_their_own_statuses(api: TestClient) -> None:
+    """One HMGET answers both user views; an entity may have either, both or neither, fresh or stale."""
+    got = by_name(online(api, features=["user_loyalty:points", "user_profile:lifetime_spend"],
+                         entities={"user_id": [1, 3, 11, 12, 4040]}))
+    assert got["points"]["values"] == [10.0, None, 110.0, 120.0, None]
+    assert got["points"]["statuses"] == ["PRESENT", "NOT_FOUND", "PRESENT", "PRESENT", "NOT_FOUND"]
+    assert got["lifetime_spend"]["values"] == [1.5, 4.5, None, None, None]
+    assert got["lifetime_spend"]["statuses"] == ["PRESENT", "PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND", "NOT_FOUND"]
 
 
 def test_batch_ttl_edges(api: TestClient, world: World) -> None:

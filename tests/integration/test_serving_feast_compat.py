@@ -19,7 +19,8 @@ from tests.ports import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::DeprecationWarning")
 BATCH_REFS = ["user_profile:account_age_days", "user_profile:country", "user_profile:lifetime_orders",
-              "user_profile:lifetime_spend", "item_stats:price", "item_stats:category", "item_stats:popularity_7d"]
+              "user_profile:lifetime_spend", "user_loyalty:points", "item_stats:price", "item_stats:category",
+              "item_stats:popularity_7d"]
 
 
 
