@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 import typer
 
 from featurestream.cli.common import console, fail, friendly_errors
+
+APP = "serving.app:app_from_env"  # a factory: each worker builds its app from the environment
 
 
 @friendly_errors
@@ -23,6 +26,7 @@ def serve(
 
     from serving.config import load_serve_config
     from serving.http_protocol import ServingHttpProtocol
+    from serving.workers import run_workers
 
     if model:
         os.environ["FEATURESTREAM_MODELS"] = ",".join(filter(None, [os.environ.get("FEATURESTREAM_MODELS"), *model]))
@@ -31,6 +35,13 @@ def serve(
         raise fail(f"{config.settings.repo_path} is not a Feast repo (set FEATURESTREAM_REPO)")
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="featurestream-metrics-")
+    options: dict[str, Any] = {"factory": True, "host": host, "port": port, "workers": workers, "loop": "uvloop",
+                               "http": ServingHttpProtocol, "log_level": log_level, "access_log": False}
     console.print(f"serving {config.settings.repo_path} on http://{host}:{port} with {workers} worker(s)")
-    uvicorn.run("serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http=ServingHttpProtocol, log_level=log_level, access_log=False)
+    if workers == 1:
+        uvicorn.run(APP, **options)
+        return
+    try:
+        run_workers(uvicorn.Config(APP, **options))
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

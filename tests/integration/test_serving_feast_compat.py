@@ -1,16 +1,19 @@
 """Feast's own SDK, configured with Feast's `remote` online store pointing at `featurestream serve`, returns what the
-SDK reading Redis directly returns, for batch views."""
+SDK reading Redis directly returns, for batch views; the server's workers each listen on a socket of their own."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import CLI
@@ -24,11 +27,18 @@ BATCH_REFS = ["user_profile:account_age_days", "user_profile:country", "user_pro
 
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="module")
-def server(world: World) -> Iterator[str]:  # noqa: F811
-    """`featurestream serve` as a user starts it, in its own process."""
+def served(world: World) -> Iterator[Served]:  # noqa: F811
+    """`featurestream serve --workers 2` as a user starts it, in its own process."""
     port = free_port()
-    process = subprocess.Popen([CLI, "serve", "--port", str(port)], env={**os.environ, **world.env},
+    process = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env={**os.environ, **world.env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -42,7 +52,7 @@ def server(world: World) -> Iterator[str]:  # noqa: F811
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"featurestream serve did not come up: {process.stderr.read().decode()}")
                 time.sleep(0.3)
-        yield url
+        yield Served(url, port, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -62,7 +72,7 @@ def remote_repo(root: Path, world: World, url: str) -> Path:  # noqa: F811
 
 
 @pytest.mark.parametrize("full_names", [False, True])
-def test_remote_sdk_equals_direct_sdk_for_batch_views(server: str, world: World, tmp_path: Path,  # noqa: F811
+def test_remote_sdk_equals_direct_sdk_for_batch_views(served: Served, world: World, tmp_path: Path,  # noqa: F811
                                                       full_names: bool) -> None:
     from feast import FeatureStore
 
@@ -70,7 +80,7 @@ def test_remote_sdk_equals_direct_sdk_for_batch_views(server: str, world: World,
     # OUTSIDE_MAX_AGE (null), as the training export would. It is compared on its own below.
     rows = [{"user_id": u, "item_id": 1 + u % 6} for u in [*USERS, 4040] if u != 11]
     direct = FeatureStore(repo_path=str(world.repo))
-    remote = FeatureStore(repo_path=str(remote_repo(tmp_path / "remote", world, server)))
+    remote = FeatureStore(repo_path=str(remote_repo(tmp_path / "remote", world, served.url)))
     want = direct.get_online_features(features=BATCH_REFS, entity_rows=rows, full_feature_names=full_names).to_dict()
     got = remote.get_online_features(features=BATCH_REFS, entity_rows=rows, full_feature_names=full_names).to_dict()
     assert got == want
@@ -78,3 +88,39 @@ def test_remote_sdk_equals_direct_sdk_for_batch_views(server: str, world: World,
 
     stale = remote.get_online_features(features=BATCH_REFS[:1], entity_rows=[{"user_id": 11}]).to_dict()
     assert stale == {"user_id": [11], "account_age_days": [None]}
+
+
+def _listening_sockets(pid: int, port: int) -> set[str]:
+    """The listening sockets on `port` that process `pid` holds, by kernel identity (`socket:[inode]`)."""
+    return {os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread(served: Served) -> None:
+    workers = [child for child in psutil.Process(served.process.pid).children()
+               if "spawn_main" in " ".join(child.cmdline())]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 60  # the server answers as soon as one worker does; the other may still load
+    while not all(sockets := [_listening_sockets(worker.pid, served.port) for worker in workers]):
+        assert time.monotonic() < deadline, sockets
+        time.sleep(0.2)
+    assert all(len(held) == 1 for held in sockets) and sockets[0] != sockets[1], sockets
+    connections = [http.client.HTTPConnection("127.0.0.1", served.port, timeout=10) for _ in range(24)]
+    try:
+        for connection in connections:  # opened at once and kept alive, as a client's pool is
+            connection.request("GET", "/health")
+            assert connection.getresponse().read()
+        ours = {connection.sock.getsockname()[1] for connection in connections}
+        held = [sum(c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port in ours
+                    for c in worker.net_connections("tcp")) for worker in workers]
+    finally:
+        for connection in connections:
+            connection.close()
+    assert sum(held) == 24 and min(held) > 0  # all on one worker: 2 chances in 2^24 with the kernel's hash
+
+
+def test_a_second_server_on_a_taken_port_says_so(served: Served, world: World) -> None:  # noqa: F811
+    second = subprocess.run([CLI, "serve", "--port", str(served.port), "--workers", "2"], env={**os.environ, **world.env},
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{served.port}" in second.stderr

@@ -1,0 +1,54 @@
+"""Worker processes that each listen on a socket of their own (SO_REUSEPORT), so the kernel spreads connections.
+
+uvicorn's workers share one listening socket, and the first to wake accepts every
+connection waiting. A client opening a pool of keep-alive connections at once (wrk's
+8, a service's connection pool) often lands all of them on one worker, which then does
+all the work: 8,100 req/s on one busy worker here where both give 9,700. With a socket per
+worker the kernel hashes each new connection to one of them. uvicorn's supervisor still
+starts, watches and restarts the workers: each is handed a `ReusePortListener`, which
+becomes a fresh socket when the worker unpickles it.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+
+def listen_reusing_port(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+class ReusePortListener:
+    """What uvicorn's supervisor passes to each worker in place of a shared socket."""
+
+    def __init__(self, host: str, port: int, backlog: int) -> None:
+        self.address = (host, port, backlog)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int, int]]:
+        return listen_reusing_port, self.address
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise OSError when something listens there already, another featurestream server included.
+
+    The probe does not set SO_REUSEPORT: the workers of a server running there hold the
+    port with it, and two servers silently sharing one port is never what was meant.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def run_workers(config: uvicorn.Config) -> None:
+    """uvicorn's multiprocess supervisor, with a listening socket per worker."""
+    ensure_port_free(config.host, config.port)
+    Multiprocess(config, sockets=[ReusePortListener(config.host, config.port, config.backlog)]).run()  # type: ignore[list-item]
