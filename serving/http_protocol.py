@@ -54,12 +54,13 @@ class HotRequest:
     `message_event.set()` after each of these: the answer starts once the body is whole.
     """
 
-    __slots__ = ("protocol", "answer", "keep_alive", "body", "more_body", "response_complete", "disconnected",
-                 "started")
+    __slots__ = ("protocol", "answer", "scope", "keep_alive", "body", "more_body", "response_complete",
+                 "disconnected", "started")
 
     def __init__(self, protocol: ServingHttpProtocol, answer: Answer, keep_alive: bool) -> None:
         self.protocol = protocol
         self.answer = answer
+        self.scope = protocol.scope  # the protocol's is the next request's once that one's head is parsed
         self.keep_alive = keep_alive
         self.body = bytearray()
         self.more_body = True
@@ -85,7 +86,7 @@ class HotRequest:
 
     async def respond(self) -> None:
         protocol = self.protocol
-        status, payload = await self.answer(protocol.scope, bytes(self.body))  # never raises: errors are answers
+        status, payload = await self.answer(self.scope, bytes(self.body))  # never raises: errors are answers
         if self.disconnected:
             return
         head = [STATUS_LINE[status]]

@@ -142,11 +142,12 @@ def test_keep_alive_and_a_body_in_pieces(port: int) -> None:
 
 def test_pipelined_requests_are_answered_in_order(port: int) -> None:
     client = Client(port)
-    client.send(post({"n": 0, "sleep": 0.1}) + post({"n": 1}) + b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n"
-                + post({"n": 2}))
+    client.send(post({"n": 0, "sleep": 0.1}, "X-API-Key: k0") + post({"n": 1}, "X-API-Key: k1")
+                + b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n" + post({"n": 2}))
     answers = [client.response() for _ in range(4)]
     assert [status for status, _, _ in answers] == [200] * 4
     assert [orjson.loads(answers[i][2])["got"]["n"] for i in (0, 1, 3)] == [0, 1, 2]
+    assert [orjson.loads(answers[i][2])["key"] for i in (0, 1, 3)] == ["k0", "k1", None]  # each its own headers
     assert answers[2][2] == b"plain"
     assert "x-via" not in answers[0][1]  # the first is hot; those parsed while it was in flight queue through ASGI
     client.close()
