@@ -87,7 +87,9 @@ class HotRequest:
     async def respond(self) -> None:
         protocol = self.protocol
         status, payload = await self.answer(self.scope, bytes(self.body))  # never raises: errors are answers
-        if self.disconnected:
+        if protocol.flow.write_paused and not self.disconnected:  # a client not reading its answers: wait, as
+            await protocol.flow.drain()  # uvicorn does, rather than buffer without bound
+        if self.disconnected or protocol.transport.is_closing():
             return
         head = [STATUS_LINE[status]]
         head += [name + b": " + value + b"\r\n" for name, value in protocol.server_state.default_headers]

@@ -136,6 +136,9 @@ class _Connection(asyncio.Protocol):
 
     def submit(self, groups: Sequence[Group]) -> asyncio.Future[float]:
         done: asyncio.Future[float] = self.loop.create_future()
+        if not self.usable:  # lost between the request finding it and submitting
+            done.set_exception(self.lost or ConnectionError("the Redis connection is closed"))
+            return done
         if len(groups) == 1:
             head, rest = groups[0][0], b""
         else:
@@ -205,12 +208,17 @@ class RedisReader:
         self._opening: asyncio.Task[_Connection] | None = None
 
     async def _open(self) -> _Connection:
+        """A new connection, logged in; bounded in time itself, as every request after it waits for it."""
         loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(lambda: _Connection(loop), self.host, self.port, ssl=self.ssl)
+        connection = None
         try:
-            await connection.submit([(self.hello, self.hello_replies, _ignore)])
+            async with asyncio.timeout(self.timeout_s):
+                _, connection = await loop.create_connection(lambda: _Connection(loop), self.host, self.port,
+                                                             ssl=self.ssl)
+                await connection.submit([(self.hello, self.hello_replies, _ignore)])
         except BaseException:
-            connection.close()
+            if connection is not None:
+                connection.close()
             raise
         self._connection = connection
         return connection
@@ -224,6 +232,7 @@ class RedisReader:
         opening = self._opening
         if opening is None or opening.done() or opening.get_loop() is not loop:
             opening = self._opening = loop.create_task(self._open())
+            opening.add_done_callback(_seen)  # its failure may outlive every request that waited for it
         return await asyncio.shield(opening)  # a waiter timing out leaves the others their connection
 
     async def stream(self, groups: Sequence[Group]) -> None:
@@ -272,6 +281,11 @@ class RedisReader:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _seen(task: asyncio.Task[_Connection]) -> None:
+    if not task.cancelled():
+        task.exception()  # each waiter got it, or gave up first: nothing to log
 
 
 def _expire(done: asyncio.Future[float]) -> None:

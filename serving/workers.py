@@ -11,19 +11,30 @@ becomes a fresh socket when the worker unpickles it.
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
+
+logger = logging.getLogger("uvicorn.error")
 
 
 def listen_reusing_port(host: str, port: int, backlog: int) -> socket.socket:
+    """A worker's own socket; failing, the worker exits as a startup failure, which the supervisor does not retry."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        logger.error("worker cannot listen on %s:%d: %s", host, port, exc)
+        sys.exit(STARTUP_FAILURE)
     return sock
 
 
@@ -50,5 +61,8 @@ def ensure_port_free(host: str, port: int) -> None:
 
 def run_workers(config: uvicorn.Config) -> None:
     """uvicorn's multiprocess supervisor, with a listening socket per worker."""
+    if not config.port:
+        raise ValueError("several workers need a fixed port: with port 0 each would listen on a port of its own")
     ensure_port_free(config.host, config.port)
-    Multiprocess(config, sockets=[ReusePortListener(config.host, config.port, config.backlog)]).run()  # type: ignore[list-item]
+    listener = ReusePortListener(config.host, config.port, config.backlog)
+    Multiprocess(config, sockets=[listener]).run()  # type: ignore[list-item]

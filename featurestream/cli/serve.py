@@ -43,5 +43,7 @@ def serve(
         return
     try:
         run_workers(uvicorn.Config(APP, **options))
+    except ValueError as exc:
+        raise fail(f"--workers {workers}: {exc}") from None
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -124,3 +124,9 @@ def test_a_second_server_on_a_taken_port_says_so(served: Served, world: World) -
                             capture_output=True, text=True, timeout=120)
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{served.port}" in second.stderr
+
+
+def test_several_workers_on_port_0_are_refused(world: World) -> None:  # noqa: F811
+    refused = subprocess.run([CLI, "serve", "--port", "0", "--workers", "2"], env={**os.environ, **world.env},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "several workers need a fixed port" in refused.stderr

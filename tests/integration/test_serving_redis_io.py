@@ -4,8 +4,10 @@ connection shared by concurrent requests; an error fails only its own request, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ import redis
 
 from featurestream.config import Settings
 from serving.errors import Unavailable
-from serving.redis_io import RedisReader, encode
+from serving.redis_io import RedisReader, _Connection, encode
 from tests.ports import free_port
 from tests.private_redis import start_redis
 
@@ -150,3 +152,35 @@ def test_a_hung_redis_fails_every_waiting_request_in_time_and_the_next_one_recon
     assert all(isinstance(outcome, Unavailable) for outcome in hung)
     assert took < 2.0
     assert reconnected  # a fresh connection: one that timed out may never answer again
+
+
+def test_a_redis_that_accepts_but_never_answers_times_out_each_connection_attempt() -> None:
+    """Every request waits for the one connection being opened: its opening is bounded too, so the next tries anew."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshakes; nobody reads or answers
+
+        async def ping_twice(reader: RedisReader) -> list[bool]:
+            first = await reader.ping()
+            await asyncio.sleep(0.5)  # longer than the limit: the first attempt has given up by now
+            return [first, await reader.ping()]
+
+        started = time.monotonic()
+        answers = with_reader(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", ping_twice, timeout_s=0.3)
+        took = time.monotonic() - started
+        attempts = 0
+        silent.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                silent.accept()[0].close()
+                attempts += 1
+    assert answers == [False, False] and took < 2.5
+    assert attempts == 2  # the second request did not wait on the first one's attempt
+
+
+def test_a_lost_connection_refuses_new_commands_at_once() -> None:
+    async def submit() -> BaseException | None:
+        connection = _Connection(asyncio.get_running_loop())  # never connected, as one already lost
+        return connection.submit([(encode(b"PING"), 1, lambda _: None)]).exception()
+
+    assert isinstance(asyncio.run(submit()), ConnectionError)
