@@ -23,6 +23,7 @@ import pyarrow as pa
 import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from featurestream.online.leases import PooledConnection
 from materializers.batch.encode import concat
 from materializers.batch.resp import commands, grouped, wire
 
@@ -53,10 +54,11 @@ class FeastLayoutWriter:
     """
 
     def __init__(self, client: redis.Redis, ts_field: bytes, fields: Sequence[bytes], expiry_s: int | None) -> None:
-        self.pool = client.connection_pool
+        self.client = client
         self.ts_field = ts_field
         self.fields = list(fields)
         self.expiry = b"%d" % expiry_s if expiry_s else None
+        self.lease: PooledConnection | None = None
         self.conn: redis.connection.AbstractConnection | None = None
         self.owed = 0  # replies of queued writes not read yet
         self.written = 0
@@ -66,13 +68,14 @@ class FeastLayoutWriter:
         self.send_error: BaseException | None = None
 
     def __enter__(self) -> Self:
-        self.conn = self.pool.get_connection()
+        self.lease = PooledConnection(self.client)
+        self.conn = self.lease.connection
         self.sender.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        assert self.conn is not None
+        assert self.lease is not None
         try:
             self.queue.put(None)
             self.sender.join()
@@ -81,9 +84,7 @@ class FeastLayoutWriter:
                 self._replies(self.owed)
                 self.owed = 0
         finally:
-            if kind is not None or self.owed:
-                self.conn.disconnect()  # replies left unread would answer the pool's next user
-            self.pool.release(self.conn)
+            self.lease.give_back(in_step=kind is None and not self.owed)
 
     def stored(self, keys: pa.BinaryArray) -> np.ndarray:
         """Nanoseconds since the epoch of these keys' stored timestamps (0 where there is none), in order.

@@ -14,6 +14,8 @@ from typing import Any, Self
 import redis
 from redis.cluster import RedisCluster
 
+from featurestream.online.leases import PooledConnection
+
 SEND_EVERY = 64  # commands per socket write: small commands (HMGET) are not worth a syscall each
 
 
@@ -25,8 +27,8 @@ class CommandStream:
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
-        self._connection = self._pool.get_connection()
+        self._lease = PooledConnection(client)
+        self._connection = self._lease.connection
         self._unsent: list[tuple[Any, ...]] = []
         self._sent = 0
         self._read = False
@@ -36,9 +38,7 @@ class CommandStream:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if not self._read:
-            self._connection.disconnect()
-        self._pool.release(self._connection)
+        self._lease.give_back(in_step=self._read)
 
     def send(self, *args: Any) -> None:
         self._unsent.append(args)
