@@ -23,11 +23,17 @@ from uvicorn.supervisors import Multiprocess
 logger = logging.getLogger("uvicorn.error")
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    """A TCP socket for `host`'s address family that may bind a port still in TIME_WAIT, as uvicorn's does."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
 def listen_reusing_port(host: str, port: int, backlog: int) -> socket.socket:
     """A worker's own socket; failing, the worker exits as a startup failure, which the supervisor does not retry."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = _tcp_socket(host)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(backlog)
@@ -54,8 +60,7 @@ def ensure_port_free(host: str, port: int) -> None:
     The probe does not set SO_REUSEPORT: the workers of a server running there hold the
     port with it, and two servers silently sharing one port is never what was meant.
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with _tcp_socket(host) as probe:
         probe.bind((host, port))
 
 
