@@ -29,6 +29,18 @@ def hot_routes(app: Any) -> dict[bytes, Answer]:
     return {path.encode(): answer for path, answer in app.hot.items()}
 
 
+_rendered: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+
+
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers as bytes, rendered again only when it replaces their list (each second, for
+    the date): the list itself is kept, so its identity cannot be taken by a new one."""
+    global _rendered
+    if _rendered[0] is not headers:
+        _rendered = (headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
+    return _rendered[1]
+
+
 class ServingHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,9 +103,7 @@ class HotRequest:
             await protocol.flow.drain()  # uvicorn does, rather than buffer without bound
         if self.disconnected or protocol.transport.is_closing():
             return
-        head = [STATUS_LINE[status]]
-        head += [name + b": " + value + b"\r\n" for name, value in protocol.server_state.default_headers]
-        head.append(_JSON_HEAD % len(payload))
+        head = [STATUS_LINE[status], _default_headers(protocol.server_state.default_headers), _JSON_HEAD % len(payload)]
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")

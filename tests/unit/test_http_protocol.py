@@ -184,3 +184,15 @@ def test_a_client_that_leaves_before_its_answer_harms_nothing(port: int) -> None
     again.send(post({"n": 2}))
     assert again.response()[0] == 200
     again.close()
+
+
+def test_the_date_header_follows_the_clock(port: int) -> None:
+    """The default headers are rendered once per list uvicorn makes (each second): a new list shows at once."""
+    client = Client(port)
+    client.send(post({"n": 1}))
+    first = client.response()[1]["date"]
+    time.sleep(2.2)  # uvicorn refreshes its default headers every second
+    client.send(post({"n": 2}))
+    second = client.response()[1]["date"]
+    assert first != second
+    client.close()
