@@ -184,3 +184,44 @@ def test_a_lost_connection_refuses_new_commands_at_once() -> None:
         return connection.submit([(encode(b"PING"), 1, lambda _: None)]).exception()
 
     assert isinstance(asyncio.run(submit()), ConnectionError)
+
+
+class _SlowToOpen(RedisReader):
+    """Opens its first connection only after `delay_s`, as a Redis slow to accept would."""
+
+    def __init__(self, url: str, timeout_s: float, delay_s: float) -> None:
+        super().__init__(url, timeout_s)
+        self.delay_s = delay_s
+
+    async def _open(self) -> _Connection:
+        delay, self.delay_s = self.delay_s, 0.0
+        await asyncio.sleep(delay)
+        return await super()._open()
+
+
+def test_a_request_that_spent_its_time_on_the_connect_leaves_the_connection_to_the_others(tmp_path: Path) -> None:
+    """Its call times out before a healthy Redis could answer: that says nothing of Redis, so the connection (and
+    the request sharing it) must not be failed."""
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    client_id = encode(b"CLIENT", b"ID")
+
+    async def scenario() -> list[Any]:
+        reader = _SlowToOpen(f"redis://127.0.0.1:{port}/0", timeout_s=1.0, delay_s=0.9)
+        try:
+            # WAIT blocks this client 300 ms (no replica will ever acknowledge): the first call times out at 1.0 s,
+            # about 0.1 s after it went out; the second, started later, is answered behind it within its own limit.
+            late = asyncio.ensure_future(reader.run(encode(b"WAIT", b"1", b"300"), 1))
+            await asyncio.sleep(0.3)
+            second = await reader.run(client_id, 1)
+            return [await asyncio.gather(late, return_exceptions=True), second, await reader.run(client_id, 1)]
+        finally:
+            await reader.close()
+
+    try:
+        (late,), second, third = asyncio.run(scenario())
+    finally:
+        server.kill()
+        server.wait()
+    assert isinstance(late, Unavailable)
+    assert second == third  # the same connection answered both
