@@ -53,8 +53,14 @@ class StateBatch(ABC):
         return known
 
     def fresh(self, entity: Entity, applied: dict[int, int]) -> list[Event]:
-        """The entity's events past their partition's applied offset, in arrival order."""
-        return [e for e in self._events[entity] if e[1] > applied[e[0]]]
+        """The entity's events past their partition's applied offset, in arrival order (the batch's own list
+        when all are: the common case, and filtering every entity's events cost 5% of a replay's CPU)."""
+        events = self._events[entity]
+        partitions = self.partitions(entity)
+        if len(partitions) == 1:  # offsets ascend in arrival order: if the first is past the fence, all are
+            fence = applied[partitions[0]]
+            return events if events[0][1] > fence else [e for e in events if e[1] > fence]
+        return [e for e in events if e[1] > applied[e[0]]]
 
     @abstractmethod
     def decode(self, blob: bytes | None) -> Any:
