@@ -91,6 +91,7 @@ class StreamMaterializer:
         self._stopping = False
         self._pending_events = 0
         self._flushes = 0
+        self._frozen_after_collection = 0  # gc.get_freeze_count() after the last full collection
         self._last_flush = time.monotonic()
         self._consumer: Consumer | None = None
         self._watch = GroupWatch(options.rejoin_after_s)
@@ -142,9 +143,10 @@ class StreamMaterializer:
         # Feast and pyarrow leave millions of long-lived objects (frozen: no pass visits them again), and
         # a micro-batch holds millions of young ones (rows, cells, updates) that reference counting frees.
         # Automatic passes over those cost more than the work (40% of the per-event time, measured), so
-        # they are off while the loop runs; the few cycles are collected at each flush instead.
+        # they are off while the loop runs; flushes freeze the survivors and collect now and then (see `_durable`).
         gc.collect()
         gc.freeze()
+        self._frozen_after_collection = gc.get_freeze_count()
         collecting = gc.isenabled()
         gc.disable()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -318,13 +320,17 @@ class StreamMaterializer:
         self._pending_events = 0
         # What survives the batches (mostly cached entity states) is frozen, unvisited: collecting what was
         # allocated since the last flush found nothing (0 unreachable objects at every flush of a 400k-event
-        # run) and held the GIL 0.5 s per 200k events. Now and then everything is collected, so a cycle does
-        # not live forever.
+        # run) and held the GIL 0.5 s per 200k events. Everything is collected every FULL_COLLECTION_EVERY
+        # flushes, and as soon as the frozen objects doubled since the last time (the state cache is bounded,
+        # so only garbage, say cycles a udf leaves, keeps growing), so garbage never holds much memory.
         self._flushes += 1
-        if self._flushes % FULL_COLLECTION_EVERY == 0:
+        if self._flushes % FULL_COLLECTION_EVERY == 0 or gc.get_freeze_count() > 2 * self._frozen_after_collection:
             gc.unfreeze()
             gc.collect()
-        gc.freeze()
+            gc.freeze()
+            self._frozen_after_collection = gc.get_freeze_count()
+        else:
+            gc.freeze()
         self._last_flush = time.monotonic()
         return durable
 
