@@ -14,7 +14,7 @@ on our side and on Redis's. Redis reads a client's commands 16 KB at a time and 
 all of them, so a large request sends its first group alone and the rest (and whatever
 was submitted after it) once that group's replies start to arrive.
 
-A request that times out with no word from Redis for half the time limit or more closes
+A request that times out with no call answered for half the time limit or more closes
 the connection, failing the requests behind it, which would wait on the same Redis: each
 gets a 503 within the time limit, and the next request opens a fresh connection, so the
 server recovers by itself when Redis returns.
@@ -120,7 +120,7 @@ class _Connection(asyncio.Protocol):
         self.outgoing: list[bytes] = []  # commands of this loop iteration, written together at its end
         self.gate: _Call | None = None  # a call whose rest is unsent: everything after it waits too
         self.lost: Exception | None = None
-        self.received = 0  # reads from Redis so far: a waiting call hears whether Redis still answers anything
+        self.finished = 0  # calls answered in full so far: a waiting call hears whether Redis still gets through
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -174,7 +174,6 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"".join(outgoing))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        self.received += 1
         parser = self.parser
         parser.feed(data)
         calls = self.calls
@@ -190,6 +189,7 @@ class _Connection(asyncio.Protocol):
             if call.add(reply):
                 calls.popleft()
                 call.finish()
+                self.finished += 1
 
     def close(self) -> None:
         if self.transport is not None:
@@ -251,25 +251,26 @@ class RedisReader:
         sent_at = loop.time()
         deadline = sent_at + self.timeout_s
         connection = self._connection
-        heard = -1  # the connection's count of reads from Redis when the call went out (-1: it did not)
+        heard = -1  # the connection's count of finished calls when this call went out (-1: it did not)
         try:
             if connection is None or connection.loop is not loop or not connection.usable:
                 async with asyncio.timeout_at(deadline):
                     connection = await self._connected()
                 sent_at = loop.time()
             done = connection.submit(groups)
-            heard = connection.received
+            heard = connection.finished
             expiry = loop.call_at(deadline, _expire, done)  # cheaper than a timeout context, on every request
             try:
                 took = await done
             finally:
                 expiry.cancel()
         except (OSError, TimeoutError, ConnectionError) as exc:
-            if isinstance(exc, TimeoutError) and heard >= 0 and heard == connection.received \
-                    and loop.time() - sent_at >= self.timeout_s / 2:  # type: ignore[union-attr]
-                # Redis said nothing while the call waited half the limit or more: the calls behind it would wait
-                # too. (A call left little time by a slow connect proves nothing: the connection stays.)
-                connection.close()  # type: ignore[union-attr]
+            if isinstance(exc, TimeoutError) and heard >= 0 and connection is not None \
+                    and heard == connection.finished and loop.time() - sent_at >= self.timeout_s / 2:
+                # No call got its whole answer while this one waited half the limit or more: the calls behind it
+                # would wait too, and closing drops what Redis has not read yet. (A call left little time by a
+                # slow connect proves nothing: the connection stays.)
+                connection.close()
             metrics.REDIS_ERRORS.inc()
             raise Unavailable(f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly") from None
         metrics.REDIS_SECONDS.observe(time.perf_counter() - started - took)

@@ -207,12 +207,12 @@ def test_a_request_that_spent_its_time_on_the_connect_leaves_the_connection_to_t
     client_id = encode(b"CLIENT", b"ID")
 
     async def scenario() -> list[Any]:
-        reader = _SlowToOpen(f"redis://127.0.0.1:{port}/0", timeout_s=1.0, delay_s=0.9)
+        reader = _SlowToOpen(f"redis://127.0.0.1:{port}/0", timeout_s=2.0, delay_s=1.8)
         try:
-            # WAIT blocks this client 300 ms (no replica will ever acknowledge): the first call times out at 1.0 s,
-            # about 0.1 s after it went out; the second, started later, is answered behind it within its own limit.
+            # WAIT blocks this client 300 ms (no replica will ever acknowledge): the first call times out at 2.0 s,
+            # about 0.2 s after it went out; the second, started at 0.6 s, is answered behind it at about 2.1 s.
             late = asyncio.ensure_future(reader.run(encode(b"WAIT", b"1", b"300"), 1))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
             second = await reader.run(client_id, 1)
             return [await asyncio.gather(late, return_exceptions=True), second, await reader.run(client_id, 1)]
         finally:
@@ -225,3 +225,26 @@ def test_a_request_that_spent_its_time_on_the_connect_leaves_the_connection_to_t
         server.wait()
     assert isinstance(late, Unavailable)
     assert second == third  # the same connection answered both
+
+
+def test_a_call_timing_out_behind_answered_calls_leaves_the_connection(tmp_path: Path) -> None:
+    """Redis finished the call ahead while this one waited: it is slow, not hung, so the connection stays."""
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    client_id = encode(b"CLIENT", b"ID")
+
+    async def scenario(reader: RedisReader) -> list[Any]:
+        before = await reader.run(client_id, 1)
+        # Each WAIT blocks the connection 700 ms: the first is answered at 0.7 s, the second would be at 1.4 s
+        # and times out at 1.0 s, after waiting all of its limit.
+        waits = await asyncio.gather(*(reader.run(encode(b"WAIT", b"1", b"700"), 1) for _ in range(2)),
+                                     return_exceptions=True)
+        return [before, *waits, await reader.run(client_id, 1)]
+
+    try:
+        before, first, second, after = with_reader(f"redis://127.0.0.1:{port}/0", scenario, timeout_s=1.0)
+    finally:
+        server.kill()
+        server.wait()
+    assert first == [0] and isinstance(second, Unavailable)
+    assert before == after  # the same connection
