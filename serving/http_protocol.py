@@ -36,9 +36,10 @@ def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     """uvicorn's default headers as bytes, rendered again only when it replaces their list (each second, for
     the date): the list itself is kept, so its identity cannot be taken by a new one."""
     global _rendered
-    if _rendered[0] is not headers:
-        _rendered = (headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
-    return _rendered[1]
+    rendered = _rendered
+    if rendered[0] is not headers:
+        rendered = _rendered = (headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers))
+    return rendered[1]
 
 
 class ServingHttpProtocol(HttpToolsProtocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from bisect import bisect_left
 
@@ -23,6 +24,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                multiprocess, values)
 
 FOLD_EVERY_S = 1.0
+log = logging.getLogger(__name__)
 
 
 class Tally:
@@ -32,6 +34,7 @@ class Tally:
     """
 
     def __init__(self, histogram: Histogram) -> None:
+        histogram._raise_if_not_observable()  # a labelled parent has no buckets of its own: say so now
         self._histogram = histogram
         self._bounds = histogram._upper_bounds  # ascending, +Inf last: `observe` picks the first bound >= amount
         self._counts = [0] * len(self._bounds)
@@ -65,7 +68,10 @@ def fold() -> None:
 async def fold_forever() -> None:
     while True:
         await asyncio.sleep(FOLD_EVERY_S)
-        fold()
+        try:
+            fold()
+        except Exception:  # a metrics file that cannot grow (a full disk) must not stop the next folds
+            log.exception("folding the serving metrics failed; the last second's observations are lost")
 
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
