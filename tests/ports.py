@@ -7,9 +7,12 @@ between the test picking it and the server (a JVM, for Kafka) binding it.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
+
+import psutil
 
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -38,3 +41,9 @@ def free_port(count: int = 1) -> int:
         if all(_bindable(port + i) for i in range(count)):
             return port
     raise RuntimeError(f"no {count} adjacent free ports below {high}")
+
+
+def listening_sockets(pid: int, port: int) -> set[str]:
+    """The listening sockets on `port` that process `pid` holds, by kernel identity (`socket:[inode]`)."""
+    return {os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}

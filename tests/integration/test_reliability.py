@@ -30,7 +30,7 @@ from featurestream.online.keys import progress_key
 from featurestream.services.process import wait_until
 from materializers.stream.runner import StreamMaterializer, StreamOptions
 from tests.conftest import CLI, run_cli
-from tests.ports import free_port
+from tests.ports import free_port, listening_sockets
 from tests.streams import (
     HOUR,
     MALFORMED,
@@ -274,7 +274,12 @@ def test_serving_keeps_answering_when_a_worker_is_killed(applied_repo: dict[str,
     server = subprocess.Popen([CLI, "serve", "--port", str(port), "--workers", "2"], env={**os.environ, **applied_repo},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: len(_workers(server.pid)) == 2 and _get_features(port), 120), "no two workers"
+        # Both workers must be serving before one is killed: the server answers as soon as one does, and killing
+        # it while the other still loads leaves nobody listening. Listening sockets show that both bound; twenty
+        # answers on fresh connections (hashed over both) that both are past their start.
+        assert wait_until(lambda: len(_workers(server.pid)) == 2
+                          and all(listening_sockets(pid, port) for pid in _workers(server.pid))
+                          and all(_get_features(port) for _ in range(20)), 120), "no two workers"
         before = _workers(server.pid)
         answers: list[tuple[float, bool]] = []
         stop_at = time.monotonic() + 8

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import CLI
 from tests.integration.test_serving_api import USERS, World, world  # noqa: F401  (the shared fixture)
-from tests.ports import free_port
+from tests.ports import free_port, listening_sockets
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::DeprecationWarning")
 BATCH_REFS = ["user_profile:account_age_days", "user_profile:country", "user_profile:lifetime_orders",
@@ -90,18 +90,12 @@ def test_remote_sdk_equals_direct_sdk_for_batch_views(served: Served, world: Wor
     assert stale == {"user_id": [11], "account_age_days": [None]}
 
 
-def _listening_sockets(pid: int, port: int) -> set[str]:
-    """The listening sockets on `port` that process `pid` holds, by kernel identity (`socket:[inode]`)."""
-    return {os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
-
-
 def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread(served: Served) -> None:
     workers = [child for child in psutil.Process(served.process.pid).children()
                if "spawn_main" in " ".join(child.cmdline())]
     assert len(workers) == 2
     deadline = time.monotonic() + 60  # the server answers as soon as one worker does; the other may still load
-    while not all(sockets := [_listening_sockets(worker.pid, served.port) for worker in workers]):
+    while not all(sockets := [listening_sockets(worker.pid, served.port) for worker in workers]):
         assert time.monotonic() < deadline, sockets
         time.sleep(0.2)
     assert all(len(held) == 1 for held in sockets) and sockets[0] != sockets[1], sockets
