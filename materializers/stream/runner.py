@@ -144,9 +144,7 @@ class StreamMaterializer:
         # a micro-batch holds millions of young ones (rows, cells, updates) that reference counting frees.
         # Automatic passes over those cost more than the work (40% of the per-event time, measured), so
         # they are off while the loop runs; flushes freeze the survivors and collect now and then (see `_durable`).
-        gc.collect()
-        gc.freeze()
-        self._frozen_after_collection = gc.get_freeze_count()
+        self._collect_all()
         collecting = gc.isenabled()
         gc.disable()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -325,14 +323,18 @@ class StreamMaterializer:
         # so only garbage, say cycles a udf leaves, keeps growing), so garbage never holds much memory.
         self._flushes += 1
         if self._flushes % FULL_COLLECTION_EVERY == 0 or gc.get_freeze_count() > 2 * self._frozen_after_collection:
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            self._frozen_after_collection = gc.get_freeze_count()
+            self._collect_all()
         else:
             gc.freeze()
         self._last_flush = time.monotonic()
         return durable
+
+    def _collect_all(self) -> None:
+        """Collect every object, frozen ones too, then freeze the survivors and remember how many they are."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._frozen_after_collection = gc.get_freeze_count()
 
     # -- rebalances ----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
