@@ -57,8 +57,12 @@ class Decoder:
         struct = msgspec.defstruct("Event", fields, kw_only=True)
         self._decoder = msgspec.json.Decoder(struct)
 
-    def decode(self, value: bytes | None) -> tuple[dict[str, Any], int]:
-        """The row (timestamp as an aware UTC datetime, absent columns as None) and its event time in ms."""
+    def decode(self, value: bytes | None, now_ms: int | None = None) -> tuple[dict[str, Any], int]:
+        """The row (timestamp as an aware UTC datetime, absent columns as None) and its event time in ms.
+
+        `now_ms` is the wall clock that bounds plausible event times; a micro-batch reads it once for
+        all its records (reading it per record was 2% of a replay's CPU).
+        """
         if not value:
             raise Rejected(UNDECODABLE, "empty message")
         try:
@@ -82,7 +86,9 @@ class Decoder:
             if micros % 1000:  # millisecond precision, as the event log keeps it
                 stamp = stamp.replace(microsecond=micros - micros % 1000)
             ts_ms = int(stamp.timestamp()) * 1000 + micros // 1000
-        if ts_ms < MIN_TS_MS or ts_ms > time.time_ns() // 1_000_000 + MAX_FUTURE_MS:
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        if ts_ms < MIN_TS_MS or ts_ms > now_ms + MAX_FUTURE_MS:
             raise Rejected(BAD_TIMESTAMP, f"{self.timestamp_field}={stamp.isoformat()} is implausible")
         row[self.timestamp_field] = stamp
         return row, ts_ms

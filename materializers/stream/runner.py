@@ -201,6 +201,7 @@ class StreamMaterializer:
         began = time.perf_counter()
         handled = 0
         accepted = dict.fromkeys(self.pipelines, 0)
+        now_ms = time.time_ns() // 1_000_000
         for message in messages:
             error = message.error()
             if error is not None:
@@ -210,7 +211,7 @@ class StreamMaterializer:
                 continue
             topic = message.topic()
             partition, offset = message.partition(), message.offset()
-            rejected = self.pipelines[topic].handle(partition, offset, message.value())
+            rejected = self.pipelines[topic].handle(partition, offset, message.value(), now_ms)
             if rejected is not None:
                 reason, detail = rejected
                 self.dead_letters.send(topic, partition, offset, message.key(), message.value(), reason, detail)

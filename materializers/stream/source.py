@@ -55,14 +55,16 @@ class SourcePipeline:
         self.new_batch()
         return filled
 
-    def handle(self, partition: int, offset: int, value: bytes | None) -> tuple[str, str] | None:
-        """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered."""
+    def handle(self, partition: int, offset: int, value: bytes | None, now_ms: int) -> tuple[str, str] | None:
+        """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered.
+
+        `now_ms`: the wall clock, read once per micro-batch, that bounds plausible event times."""
         progress = self.partitions.get(partition)
         if progress is None:
             progress = self.partitions[partition] = PartitionProgress()
         progress.offset = offset
         try:
-            row, ts_ms = self.decoder.decode(value)
+            row, ts_ms = self.decoder.decode(value, now_ms)
         except Rejected as rejected:
             return rejected.reason, rejected.detail
         return self.apply(progress, partition, offset, row, ts_ms)

@@ -11,6 +11,7 @@ Redis does one write per entity, whatever the number of tiles.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from featurestream.definitions import StreamViewSpec
@@ -20,6 +21,8 @@ from featurestream.online.series import (
 )
 from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, Event, StateBatch, last_offsets
 from materializers.stream.state_cache import StoredState
+
+_EVENT_TIME = itemgetter(2)
 
 
 class TileBatch(StateBatch):
@@ -46,7 +49,7 @@ class TileBatch(StateBatch):
         state: TileState = stored.state
         # Tiles are kept relative to the newest event ever applied (a batch from a lagging partition
         # may hold only old events), so the state records it.
-        newest = max(ts for _, _, ts, _ in fresh) if len(fresh) > 1 else fresh[0][2]
+        newest = max(fresh, key=_EVENT_TIME)[2] if len(fresh) > 1 else fresh[0][2]
         held = state.get(NEWEST)
         if held is not None and held > newest:
             newest = held

@@ -194,10 +194,10 @@ def test_a_micro_batch_that_fails_midway_is_never_made_durable(tmp_path: Path, r
     event = b'{"event_id":"e","user_id":1,"item_id":2,"event_type":"view","price":1.0,"event_timestamp":1795000000000}'
     decode = pipeline.decoder.decode
 
-    def buggy(value: bytes | None) -> tuple[dict[str, object], int]:
+    def buggy(value: bytes | None, now_ms: int | None = None) -> tuple[dict[str, object], int]:
         if pipeline.partitions[0].offset == 2:
             raise ZeroDivisionError("a bug in the middle of a batch")
-        return decode(value)
+        return decode(value, now_ms)
 
     pipeline.decoder.decode = buggy  # type: ignore[method-assign]
     with pytest.raises(ZeroDivisionError):

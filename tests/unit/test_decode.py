@@ -67,3 +67,13 @@ def test_bad_records_get_their_reason(record: bytes, reason: str) -> None:
         DECODER.decode(record)
     assert caught.value.reason == reason
     assert caught.value.detail
+
+
+def test_the_future_bound_follows_the_clock_given() -> None:
+    """A micro-batch passes its clock reading: an event more than a day past it is implausible."""
+    now_ms = int(datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp() * 1000)
+    record = b'{"user_id": 1, "item_id": 1, "event_timestamp": "2026-11-27T11:00:00Z"}'
+    with pytest.raises(Rejected) as caught:
+        DECODER.decode(record, now_ms)
+    assert caught.value.reason == BAD_TIMESTAMP
+    assert DECODER.decode(record, now_ms + 3_600_000)[1] == now_ms + 25 * 3_600_000
