@@ -213,7 +213,7 @@ def update_cost(settings: Settings, updates: int) -> dict[str, float]:
                 client.config_resetstat()
                 writer_s = 0.0
             batch = TileBatch(project, view)
-            batch.add((1,), 0, i, start_ms + i * 30_000, {
+            batch.events.add((1,), 0, i, start_ms + i * 30_000, {
                 "event_id": f"e{i}", "item_id": i % 50, "price": 2.5, "viewed_price": 2.5,
                 "purchase_value": 3.0 if i % 7 == 0 else None})
             began = time.perf_counter()

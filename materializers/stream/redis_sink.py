@@ -76,9 +76,9 @@ class RedisSink:
         to_read: list[ToRead] = []
         ready: list[Ready] = []
         for batch in batches:
-            for entity in batch.entities():
+            for entity in batch.events.entities():
                 key = batch.key(entity)
-                stored = self._cache.get(key, batch.partitions(entity))
+                stored = self._cache.get(key, batch.events.partitions(entity))
                 if stored is None:
                     to_read.append((batch, entity, key))
                 else:

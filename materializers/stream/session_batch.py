@@ -12,7 +12,7 @@ from typing import Any
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import order_key
 from featurestream.windows import sessions
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch, last_offsets
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, EntityEvents, StateBatch, last_offsets
 from materializers.stream.state_cache import StoredState
 
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
@@ -20,9 +20,9 @@ PRUNE_SLACK_MS = 86_400_000
 
 
 class SessionBatch(StateBatch):
-    def __init__(self, project: str, view: StreamViewSpec) -> None:
+    def __init__(self, project: str, view: StreamViewSpec, events: EntityEvents | None = None) -> None:
         assert view.session_gap_ms is not None
-        super().__init__(project, view)
+        super().__init__(project, view, events)
         self.gap_ms = view.session_gap_ms
         self.columns = [(a.name, a.function, a.column) for a in view.aggregations]
         self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
@@ -34,7 +34,7 @@ class SessionBatch(StateBatch):
         return sessions.decode(blob) if blob else []
 
     def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        fresh = self.fresh(entity, stored.applied)
+        fresh = self.events.fresh(entity, stored.applied)
         if not fresh:
             return None
         state = stored.state

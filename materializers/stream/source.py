@@ -12,6 +12,7 @@ from materializers.stream.decode import LATE, Decoder, Rejected
 from materializers.stream.event_log import EventLogWriter
 from materializers.stream.progress import PartitionProgress
 from materializers.stream.session_batch import SessionBatch
+from materializers.stream.state_batch import EntityEvents
 from materializers.stream.tile_batch import TileBatch
 
 UDF_ERROR = "udf_error"
@@ -41,13 +42,20 @@ class SourcePipeline:
 
     def new_batch(self) -> None:
         """Fresh view batches; the filled ones belong to whoever writes them to Redis."""
-        self.tiles = {v.name: TileBatch(self.project, v) for v in self.views if not v.is_session}
-        self.sessions = {v.name: SessionBatch(self.project, v) for v in self.views if v.is_session}
-        # Per udf group: (entity key getter, the view batch's `add`), resolved once per batch, not per event.
-        self._sinks = [
-            [(_key_getter(v.join_keys), (self.sessions if v.is_session else self.tiles)[v.name].add) for v in views]
-            for _, views in self._udf_groups
-        ]
+        self.tiles: dict[str, TileBatch] = {}
+        self.sessions: dict[str, SessionBatch] = {}
+        # Per udf group: (entity key getter, `add` of the events its views keyed so share), resolved once per
+        # batch, not per event.
+        self._sinks = []
+        for _, views in self._udf_groups:
+            by_keys: dict[tuple[str, ...], EntityEvents] = {}
+            for view in views:
+                events = by_keys.setdefault(view.join_keys, EntityEvents())
+                if view.is_session:
+                    self.sessions[view.name] = SessionBatch(self.project, view, events)
+                else:
+                    self.tiles[view.name] = TileBatch(self.project, view, events)
+            self._sinks.append([(_key_getter(keys), events.add) for keys, events in by_keys.items()])
 
     def take_batches(self) -> tuple[list[TileBatch], list[SessionBatch]]:
         """The micro-batch's non-empty view batches, handed over; the pipeline starts a new micro-batch."""

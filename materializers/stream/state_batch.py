@@ -24,14 +24,11 @@ Entity = tuple[Any, ...]
 Event = tuple[int, int, int, dict[str, Any]]  # partition, offset, event time, row
 
 
-class StateBatch(ABC):
-    expiry_ms: int  # every written key expires this long after its last write
+class EntityEvents:
+    """One micro-batch's events per entity, in arrival order. Views keyed alike and fed the same udf output
+    share one (a user's windows and sessions): the event is added once, its partitions found once."""
 
-    def __init__(self, project: str, view: StreamViewSpec) -> None:
-        self.project = project
-        self.view = view
-        self.topic = view.source.topic
-        self.key = cached_state_keys(project, view)
+    def __init__(self) -> None:
         self._events: defaultdict[Entity, list[Event]] = defaultdict(list)
         self._partitions: dict[Entity, list[int]] = {}  # filled once events stop arriving
 
@@ -62,6 +59,20 @@ class StateBatch(ABC):
             return events
         return [e for e in events if e[1] > applied[e[0]]]
 
+
+class StateBatch(ABC):
+    expiry_ms: int  # every written key expires this long after its last write
+
+    def __init__(self, project: str, view: StreamViewSpec, events: EntityEvents | None = None) -> None:
+        self.project = project
+        self.view = view
+        self.topic = view.source.topic
+        self.key = cached_state_keys(project, view)
+        self.events = EntityEvents() if events is None else events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
     @abstractmethod
     def decode(self, blob: bytes | None) -> Any:
         """The state stored as `blob` (None: the key holds none yet), as `update` takes it."""
@@ -75,7 +86,7 @@ class StateBatch(ABC):
         return offset_field(self.topic, partition)
 
     def read_fields(self, entity: Entity) -> list[str]:
-        return ["v", "s", *(self.offset_field(p) for p in self.partitions(entity))]
+        return ["v", "s", *(self.offset_field(p) for p in self.events.partitions(entity))]
 
     def stored(self, entity: Entity, read: list[bytes | None]) -> StoredState:
         """The reply to HMGET of `read_fields(entity)`, parsed."""
@@ -84,7 +95,7 @@ class StateBatch(ABC):
             raise OldLayoutError(f"{self.key(entity)} holds fences but no state version: it was written by an older "
                                  "featurestream layout. Stop the stream materializers and run `featurestream rebuild` "
                                  "to recompute the views from the event log.")
-        applied = {p: int(o) if o is not None else -1 for p, o in zip(self.partitions(entity), offsets, strict=True)}
+        applied = {p: int(o) if o is not None else -1 for p, o in zip(self.events.partitions(entity), offsets, strict=True)}
         return StoredState(version.decode() if version is not None else "", self.decode(blob), applied)
 
 

@@ -19,15 +19,15 @@ from featurestream.online.series import (
     NEWEST, TileState, decode_tiles, encode_tiles, order_key, retention_ms, series_retention_ms, tile_at_or_before,
     view_series,
 )
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, Event, StateBatch, last_offsets
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, EntityEvents, Event, StateBatch, last_offsets
 from materializers.stream.state_cache import StoredState
 
 _EVENT_TIME = itemgetter(2)
 
 
 class TileBatch(StateBatch):
-    def __init__(self, project: str, view: StreamViewSpec) -> None:
-        super().__init__(project, view)
+    def __init__(self, project: str, view: StreamViewSpec, events: EntityEvents | None = None) -> None:
+        super().__init__(project, view, events)
         self.series = view_series(view)
         self.expiry_ms = max(retention_ms(view), view.ttl_ms or 0) + EXPIRY_MARGIN_MS
         retention = series_retention_ms(view)
@@ -43,7 +43,7 @@ class TileBatch(StateBatch):
         return {name: tiles for name, tiles in decode_tiles(blob).items() if name in names}
 
     def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        fresh = self.fresh(entity, stored.applied)
+        fresh = self.events.fresh(entity, stored.applied)
         if not fresh:
             return None
         state: TileState = stored.state

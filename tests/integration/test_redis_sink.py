@@ -30,7 +30,7 @@ def _write(sink: RedisSink, project: str, view: StreamViewSpec, events: list[tup
     """(partition, offset, event time) of purchases of 1.0 by USER, as one micro-batch."""
     batch = SessionBatch(project, view)
     for partition, offset, ts_ms in events:
-        batch.add(USER, partition, offset, ts_ms, {"purchase_value": 1.0})
+        batch.events.add(USER, partition, offset, ts_ms, {"purchase_value": 1.0})
     sink.write([], [batch])
 
 
@@ -77,8 +77,8 @@ def test_scripts_flushed_from_redis_are_loaded_again(tmp_path: Path, redis_clien
         tiles, sessions = TileBatch(project, activity), SessionBatch(project, sessions_view)
         event = {"event_id": f"e{offset}", "user_id": USER[0], "item_id": 3, "event_type": "purchase", "price": 1.0}
         row = activity.udf(event) if activity.udf else event
-        tiles.add(USER, 0, offset, T0 + offset * MINUTE, row)
-        sessions.add(USER, 0, offset, T0 + offset * MINUTE, row)
+        tiles.events.add(USER, 0, offset, T0 + offset * MINUTE, row)
+        sessions.events.add(USER, 0, offset, T0 + offset * MINUTE, row)
         sink.write([tiles], [sessions])
     assert _session(redis_client, project, sessions_view) == (T0 + MINUTE, 2, 2.0)
     state = redis_client.hget(state_key(project, activity.name, activity.join_keys, USER), "s")

@@ -54,11 +54,11 @@ class Store:
     def apply(self, events: list[Event]) -> None:
         batch = TileBatch("p", self.view)
         for key, partition, offset, ts, row in events:
-            batch.add((key,), partition, offset, ts, row)
-        for entity in batch.entities():
+            batch.events.add((key,), partition, offset, ts, row)
+        for entity in batch.events.entities():
             key = batch.key(entity)
             held = self.keys.get(key, StoredState("", batch.decode(None), {}))
-            applied = {p: held.applied.get(p, -1) for p in batch.partitions(entity)}
+            applied = {p: held.applied.get(p, -1) for p in batch.events.partitions(entity)}
             update = batch.update(entity, StoredState("", held.state, applied))
             if update is not None:
                 _, blob, offsets = update
