@@ -32,6 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from featurestream.definitions import RepoSpecs, StreamViewSpec
 from materializers.stream import metrics
+from materializers.stream.collection import Collector
 from materializers.stream.dead_letters import DeadLetters
 from materializers.stream.group_watch import GroupWatch
 from materializers.stream.progress import PartitionProgress, ProgressStore
@@ -41,7 +42,6 @@ from materializers.stream.source import SourcePipeline, views_by_topic
 from materializers.stream.tile_batch import TileBatch
 
 log = logging.getLogger(__name__)
-FULL_COLLECTION_EVERY = 100  # flushes
 
 
 @dataclass
@@ -90,8 +90,7 @@ class StreamMaterializer:
         self.dead_letters = DeadLetters(options.kafka_config)
         self._stopping = False
         self._pending_events = 0
-        self._flushes = 0
-        self._frozen_after_collection = 0  # gc.get_freeze_count() after the last full collection
+        self._collector = Collector()
         self._last_flush = time.monotonic()
         self._consumer: Consumer | None = None
         self._watch = GroupWatch(options.rejoin_after_s)
@@ -140,11 +139,8 @@ class StreamMaterializer:
         return self._connect()
 
     def run(self) -> None:
-        # Feast and pyarrow leave millions of long-lived objects (frozen: no pass visits them again), and
-        # a micro-batch holds millions of young ones (rows, cells, updates) that reference counting frees.
-        # Automatic passes over those cost more than the work (40% of the per-event time, measured), so
-        # they are off while the loop runs; flushes freeze the survivors and collect now and then (see `_durable`).
-        self._collect_all()
+        # No automatic GC passes while the loop runs: flushes freeze or collect (see `collection`).
+        self._collector.collect_all()
         collecting = gc.isenabled()
         gc.disable()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -317,25 +313,9 @@ class StreamMaterializer:
             return commits
 
         self._pending_events = 0
-        # What survives the batches (mostly cached entity states) is frozen, unvisited: collecting what was
-        # allocated since the last flush found nothing (0 unreachable objects at every flush of a 400k-event
-        # run) and held the GIL 0.5 s per 200k events. Everything is collected every FULL_COLLECTION_EVERY
-        # flushes, and as soon as the frozen objects doubled since the last time (the state cache is bounded,
-        # so only garbage, say cycles a udf leaves, keeps growing), so garbage never holds much memory.
-        self._flushes += 1
-        if self._flushes % FULL_COLLECTION_EVERY == 0 or gc.get_freeze_count() > 2 * self._frozen_after_collection:
-            self._collect_all()
-        else:
-            gc.freeze()
+        self._collector.flushed()
         self._last_flush = time.monotonic()
         return durable
-
-    def _collect_all(self) -> None:
-        """Collect every object, frozen ones too, then freeze the survivors and remember how many they are."""
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        self._frozen_after_collection = gc.get_freeze_count()
 
     # -- rebalances ----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
