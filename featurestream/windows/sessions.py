@@ -14,7 +14,7 @@ sessions merges them, exactly as sessionizing the sorted events would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -23,15 +23,16 @@ from featurestream.windows.aggregations import LAST_ORDER_KEY, accumulate, final
 
 Session = list[Any]
 SessionState = list[Session]
+Aggregation = tuple[str, str, str]  # name, function, column
 START, LAST, COUNT, AGGS = range(4)
 
 
-def add_event(state: SessionState, ts_ms: int, values: Mapping[str, tuple[str, Any]], order_key: Any,
-              gap_ms: int) -> SessionState:
+def add_event(state: SessionState, ts_ms: int, row: Mapping[str, Any], aggregations: Sequence[Aggregation],
+              order_key: Any, gap_ms: int) -> SessionState:
     """Apply one accepted event; updates `state` in place and returns it.
 
-    `values` maps every aggregation of the view to (function, value), None
-    values included: merging two sessions needs each aggregation's function.
+    `aggregations` are the view's (name, function, column), every one: merging two
+    sessions needs each aggregation's function. The event's values are read from `row`.
     """
     # Sessions [0, hi) start no later than ts + G; of those, [lo, hi) also end no earlier than ts - G.
     # Both bounds are monotone in the list, so [lo, hi) is exactly the sessions the event touches.
@@ -47,7 +48,7 @@ def add_event(state: SessionState, ts_ms: int, values: Mapping[str, tuple[str, A
     else:
         session = state[lo]
         for other in state[lo + 1:hi]:
-            _absorb(session, other, values)
+            _absorb(session, other, aggregations)
         del state[lo + 1:hi]
         if ts_ms < session[START]:
             session[START] = ts_ms
@@ -55,20 +56,22 @@ def add_event(state: SessionState, ts_ms: int, values: Mapping[str, tuple[str, A
             session[LAST] = ts_ms
     session[COUNT] += 1
     aggs = session[AGGS]
-    for name, (function, value) in values.items():
+    for name, function, column in aggregations:
+        value = row[column]
         if value is not None:
             aggs[name] = accumulate(function, aggs.get(name), value, order_key)
     return state
 
 
-def _absorb(into: Session, later: Session, values: Mapping[str, tuple[str, Any]]) -> None:
+def _absorb(into: Session, later: Session, aggregations: Sequence[Aggregation]) -> None:
     """Merge the next session `later` into `into`."""
     into[LAST] = later[LAST]
     into[COUNT] += later[COUNT]
     aggs = into[AGGS]
+    functions = {name: function for name, function, _ in aggregations}
     for name, partial in later[AGGS].items():
         mine = aggs.get(name)
-        aggs[name] = partial if mine is None else merge(values[name][0], mine, partial)
+        aggs[name] = partial if mine is None else merge(functions[name], mine, partial)
 
 
 def session_at(state: SessionState, t_ms: int, gap_ms: int,

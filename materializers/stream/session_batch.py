@@ -41,8 +41,7 @@ class SessionBatch(StateBatch):
         ordered, columns = self._ordered, self.columns
         for partition, offset, ts_ms, row in fresh:
             key = order_key(ts_ms, partition, offset) if ordered else None
-            values = {name: (function, row[column]) for name, function, column in columns}
-            sessions.add_event(state, ts_ms, values, key, self.gap_ms)
+            sessions.add_event(state, ts_ms, row, columns, key, self.gap_ms)
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
         return state, sessions.encode(state), last_offsets(fresh)

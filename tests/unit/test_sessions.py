@@ -28,9 +28,12 @@ AGGS = {"clicks": ("item", "count"), "spent": ("price", "sum"), "avg_price": ("p
 FUNCTIONS = {name: function for name, (_, function) in AGGS.items()}
 
 
+AGGREGATIONS = [(name, function, column) for name, (column, function) in AGGS.items()]
+
+
 def apply(state: SessionState, e: dict[str, Any]) -> SessionState:
-    values = {name: (function, e.get(column)) for name, (column, function) in AGGS.items()}
-    return add_event(state, e["ts"], values, (e["ts"], e["partition"], e["offset"]), GAP)
+    row = {column: e.get(column) for column, _ in AGGS.values()}
+    return add_event(state, e["ts"], row, AGGREGATIONS, (e["ts"], e["partition"], e["offset"]), GAP)
 
 
 def build(events: list[dict[str, Any]]) -> SessionState:
@@ -189,7 +192,7 @@ def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> N
 
 def test_encode_is_compact_and_takes_string_order_keys() -> None:
     state: SessionState = []
-    add_event(state, 5, {"n": ("count", "x"), "l": ("last", 2.5)}, order_key(5, 0, 7), GAP)
+    add_event(state, 5, {"x": "a", "y": 2.5}, [("n", "count", "x"), ("l", "last", "y")], order_key(5, 0, 7), GAP)
     data = encode(state)
     assert data == b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"000000000000005000000' \
                    b'0000000000000000007"}}]]'
