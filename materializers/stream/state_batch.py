@@ -50,8 +50,9 @@ class EntityEvents:
         return known
 
     def fresh(self, entity: Entity, applied: dict[int, int]) -> list[Event]:
-        """The entity's events past their partition's applied offset, in arrival order (the batch's own list
-        when all are: the common case, and filtering every entity's events cost 5% of a replay's CPU)."""
+        """The entity's events past their partition's applied offset, in arrival order: the batch's own list
+        when all are (the common case: filtering every entity's events cost 5% of a replay's CPU), which the
+        views sharing these events all read, so callers must not change it."""
         events = self._events[entity]
         partitions = self.partitions(entity)
         # Offsets ascend in arrival order: if a single partition's first event is past the fence, all are.
@@ -71,6 +72,7 @@ class StateBatch(ABC):
         self.events = EntityEvents() if events is None else events
 
     def __len__(self) -> int:
+        # The entities of the shared events: each view of a udf group gets every event of the group.
         return len(self.events)
 
     @abstractmethod
