@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from featurestream.definitions import StreamViewSpec, check_repo
+from featurestream.definitions import StreamViewSpec
 from materializers.stream.progress import PartitionProgress
 from materializers.stream.source import SourcePipeline
-from tests.conftest import FEATURE_REPO
+from tests.streams import demo_specs
 
 EVENT = (b'{"event_id":"e1","user_id":7,"item_id":3,"event_type":"view","price":2.5,'
          b'"event_timestamp":"2026-11-27T10:00:00.000Z"}')
@@ -18,7 +18,7 @@ NOW_MS = TS_MS + 3_600_000
 
 
 def _views() -> dict[str, StreamViewSpec]:
-    return dict(check_repo(FEATURE_REPO).stream_views)
+    return dict(demo_specs().stream_views)
 
 
 def _pipeline(views: list[StreamViewSpec]) -> SourcePipeline:
