@@ -4,15 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FS := $(VENV)/bin/featurestream
 PYTEST_ARGS ?=
+# The stream materializer's Rust kernels (native/): rebuilt whenever their sources change.
+NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
 
 .PHONY: install services-up services-down test demo bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(NATIVE)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@command -v cargo >/dev/null || test -x "$$HOME/.cargo/bin/cargo" || { echo "native/ needs Rust's cargo (rustup.rs)"; exit 1; }
+	PATH="$$PATH:$$HOME/.cargo/bin" $(PY) -m pip install -q ./native
 	@touch $@
 
 services-up: install
@@ -39,4 +43,4 @@ bench: install
 	@for b in bench/bench_*.py; do m=$$(basename "$$b" .py); echo "== $$m"; $(PY) -m "bench.$$m" || exit $$?; done
 
 clean:
-	rm -rf .services/*/data .pytest_cache feature_repo/data
+	rm -rf .services/*/data .pytest_cache feature_repo/data native/target
