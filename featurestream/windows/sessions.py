@@ -10,6 +10,10 @@ in JSON and cheap to update in place):
 with partials as in `featurestream.windows.aggregations`. Out-of-order events
 extend a session at either end or fall inside it; an event within G of two
 sessions merges them, exactly as sessionizing the sorted events would.
+
+Events are applied by `featurestream_native.SessionFold` (`native/src/sessions.rs`),
+written in Rust because it runs once per event; the merge of two sessions
+(`absorb`), reads (`session_at`), pruning and the encoding are here.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from featurestream.windows.aggregations import LAST_ORDER_KEY, accumulate, finalize, merge
+from featurestream.windows.aggregations import finalize, merge
 
 Session = list[Any]
 SessionState = list[Session]
@@ -27,44 +31,9 @@ Aggregation = tuple[str, str, str]  # name, function, column
 START, LAST, COUNT, AGGS = range(4)
 
 
-def add_event(state: SessionState, ts_ms: int, row: Mapping[str, Any], aggregations: Sequence[Aggregation],
-              order_key: Any, gap_ms: int) -> SessionState:
-    """Apply one accepted event; updates `state` in place and returns it.
-
-    `aggregations` are the view's (name, function, column), every one: merging two
-    sessions needs each aggregation's function. The event's values are read from `row`.
-    """
-    # Sessions [0, hi) start no later than ts + G; of those, [lo, hi) also end no earlier than ts - G.
-    # Both bounds are monotone in the list, so [lo, hi) is exactly the sessions the event touches.
-    hi = len(state)
-    while hi and state[hi - 1][START] - gap_ms > ts_ms:
-        hi -= 1
-    lo = hi
-    while lo and state[lo - 1][LAST] + gap_ms >= ts_ms:
-        lo -= 1
-    if lo == hi:
-        session: Session = [ts_ms, ts_ms, 0, {}]
-        state.insert(hi, session)
-    else:
-        session = state[lo]
-        for other in state[lo + 1:hi]:
-            _absorb(session, other, aggregations)
-        del state[lo + 1:hi]
-        if ts_ms < session[START]:
-            session[START] = ts_ms
-        elif ts_ms > session[LAST]:
-            session[LAST] = ts_ms
-    session[COUNT] += 1
-    aggs = session[AGGS]
-    for name, function, column in aggregations:
-        value = row[column]
-        if value is not None:
-            aggs[name] = accumulate(function, aggs.get(name), value, order_key)
-    return state
-
-
-def _absorb(into: Session, later: Session, aggregations: Sequence[Aggregation]) -> None:
-    """Merge the next session `later` into `into`."""
+def absorb(into: Session, later: Session, aggregations: Sequence[Aggregation]) -> None:
+    """Merge the next session `later` into `into`: the rare path of the native fold (`SessionFold`), when an
+    out-of-order event fills the gap between two sessions."""
     into[LAST] = later[LAST]
     into[COUNT] += later[COUNT]
     aggs = into[AGGS]
@@ -140,11 +109,5 @@ def encode(state: SessionState) -> bytes:
 
 
 def decode(data: bytes | str) -> SessionState:
-    """The inverse of `encode`; order keys that JSON turned into lists become tuples again."""
-    state = orjson.loads(data)
-    for session in state:
-        for partial in session[AGGS].values():
-            key = partial.get(LAST_ORDER_KEY)
-            if type(key) is list:
-                partial[LAST_ORDER_KEY] = tuple(key)
-    return state
+    """The inverse of `encode`."""
+    return orjson.loads(data)

@@ -37,16 +37,28 @@ struct Series {
     contribution: Contribution,
 }
 
-/// One event as the fold reads it: partition, offset, event time (ms) and the row.
-struct Event<'py> {
+/// One event as the folds read it: partition, offset, event time (ms) and the row.
+pub(crate) struct Event<'py> {
     partition: i64,
     offset: i64,
-    ts: i64,
-    row: Bound<'py, PyDict>,
+    pub(crate) ts: i64,
+    pub(crate) row: Bound<'py, PyDict>,
+}
+
+impl<'py> Event<'py> {
+    /// From the batch's (partition, offset, event time, row) tuple.
+    pub(crate) fn parse(event: Bound<'py, PyTuple>) -> PyResult<Self> {
+        Ok(Event {
+            partition: event.get_item(0)?.extract()?,
+            offset: event.get_item(1)?.extract()?,
+            ts: event.get_item(2)?.extract()?,
+            row: event.get_item(3)?.downcast_into::<PyDict>()?,
+        })
+    }
 }
 
 /// Fixed width, so string order is (event time, partition, offset) order: `series.order_key`'s format.
-fn order_key(event: &Event) -> String {
+pub(crate) fn order_key(event: &Event) -> String {
     format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset)
 }
 
@@ -99,13 +111,7 @@ impl TilePlan {
     fn fold(&self, py: Python<'_>, state: &Bound<'_, PyDict>, events: &Bound<'_, PyList>, newest: i64) -> PyResult<()> {
         let mut parsed = Vec::with_capacity(events.len());
         for event in events.iter() {
-            let event = event.downcast_into::<PyTuple>()?;
-            parsed.push(Event {
-                partition: event.get_item(0)?.extract()?,
-                offset: event.get_item(1)?.extract()?,
-                ts: event.get_item(2)?.extract()?,
-                row: event.get_item(3)?.downcast_into::<PyDict>()?,
-            });
+            parsed.push(Event::parse(event.downcast_into::<PyTuple>()?)?);
         }
         for series in &self.series {
             let name = series.name.bind(py);

@@ -12,10 +12,10 @@ from featurestream.online.series import FUNCTION_COMPONENTS, order_key
 from featurestream.windows.aggregations import (
     COMPONENTS,
     LAST_ORDER_KEY,
-    accumulate,
     finalize,
     merge,
 )
+from tests.partials import accumulate
 from tests.reference import agrees, ref_window
 
 FUNCTIONS = sorted(COMPONENTS)

@@ -7,13 +7,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from featurestream.online.series import order_key
+from featurestream_native import SessionFold
+
 from featurestream.windows.sessions import (
     COUNT,
     LAST,
     START,
     SessionState,
-    add_event,
+    absorb,
     decode,
     encode,
     prune,
@@ -29,11 +30,13 @@ FUNCTIONS = {name: function for name, (_, function) in AGGS.items()}
 
 
 AGGREGATIONS = [(name, function, column) for name, (column, function) in AGGS.items()]
+FOLD = SessionFold(AGGREGATIONS, GAP, absorb)
 
 
 def apply(state: SessionState, e: dict[str, Any]) -> SessionState:
     row = {column: e.get(column) for column, _ in AGGS.values()}
-    return add_event(state, e["ts"], row, AGGREGATIONS, (e["ts"], e["partition"], e["offset"]), GAP)
+    FOLD.fold(state, [(e["partition"], e["offset"], e["ts"], row)])
+    return state
 
 
 def build(events: list[dict[str, Any]]) -> SessionState:
@@ -186,13 +189,13 @@ def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> N
     half = len(events) // 2
     state = decode(encode(build(events[:half])))
     for e in events[half:]:
-        apply(state, e)  # tuple order keys compare with the decoded ones
+        apply(state, e)
     assert decode(encode(state)) == state == build(events)
 
 
-def test_encode_is_compact_and_takes_string_order_keys() -> None:
+def test_encode_is_compact_and_keeps_the_string_order_keys() -> None:
     state: SessionState = []
-    add_event(state, 5, {"x": "a", "y": 2.5}, [("n", "count", "x"), ("l", "last", "y")], order_key(5, 0, 7), GAP)
+    SessionFold([("n", "count", "x"), ("l", "last", "y")], GAP, absorb).fold(state, [(0, 7, 5, {"x": "a", "y": 2.5})])
     data = encode(state)
     assert data == b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"000000000000005000000' \
                    b'0000000000000000007"}}]]'

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from featurestream.definitions import AggregationSpec, StreamSourceSpec, StreamViewSpec
 from featurestream.online.reader import WindowReader
 from featurestream.online.series import LAST_KEY, encode_tiles, order_key, view_series
-from featurestream.windows.aggregations import COMPONENTS, accumulate
+from featurestream.windows.aggregations import COMPONENTS
 from featurestream.windows.tiles import tile_start, validate_window, window_bounds, window_tiles
+from tests.partials import accumulate
 from tests.reference import agrees, ref_window
 
 MINUTE = 60_000

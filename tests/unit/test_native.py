@@ -1,10 +1,12 @@
-"""The Rust tile fold's contract beyond what the brute-force comparison checks: Python's number semantics
-and clear errors."""
+"""The Rust folds' contract beyond what the brute-force comparisons check: Python's number semantics and
+clear errors."""
 
 from __future__ import annotations
 
 import pytest
-from featurestream_native import TilePlan
+from featurestream_native import SessionFold, TilePlan
+
+from featurestream.windows.sessions import absorb
 
 MINUTE = 60_000
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
@@ -59,3 +61,21 @@ def test_a_tile_starting_exactly_span_before_the_newest_event_is_dropped_or_neve
     state = {}
     plan.fold(state, [(0, 2, later, {"x": 2}), (0, 3, T0, {"x": 1})], later)
     assert state == kept
+
+
+def test_a_session_fold_refuses_an_unknown_function_or_a_gap_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="unknown aggregation function 'median'"):
+        SessionFold([("m", "median", "x")], MINUTE, absorb)
+    with pytest.raises(ValueError, match="gap must be positive, not 0 ms"):
+        SessionFold([("s", "sum", "x")], 0, absorb)
+
+
+def test_a_session_fold_raises_key_error_for_a_row_without_the_column_and_sums_ints_exactly() -> None:
+    fold = SessionFold([("s", "sum", "x")], MINUTE, absorb)
+    with pytest.raises(KeyError, match="'x'"):
+        fold.fold([], [(0, 1, T0, {"y": 1})])
+    state: list = []
+    big = 2**62 + 1
+    fold.fold(state, [(0, 1, T0, {"x": big}), (0, 2, T0 + 1, {"x": big})])
+    assert state == [[T0, T0 + 1, 2, {"s": {"s": 2 * big}}]]
+    assert type(state[0][3]["s"]["s"]) is int
