@@ -8,41 +8,44 @@ cached entity states) is frozen, never visited again: collecting what was
 allocated since the last flush found nothing (0 unreachable objects at every
 flush of a 400k-event run) and held the GIL 0.5 s per 200k events.
 
-Everything is collected every `every` flushes, and as soon as the frozen objects
-doubled since the last full pass (the state cache is bounded, so only garbage,
-say cycles a udf leaves, keeps growing), so garbage never holds much memory.
-What a flush freezes is counted from the allocation counter, which the freeze
-resets: `gc.get_freeze_count()` walks every frozen object, 75 ms under the GIL
-per flush with the demo's state cached, so it runs only after a full pass.
+Everything is collected every `every` flushes, and as soon as the process's peak
+memory doubled since the last full pass (the state cache is bounded, so only
+garbage, say cycles a udf leaves, keeps growing), so garbage never holds much
+memory. Memory is what the rule bounds, and reading it costs a system call:
+counting the frozen objects (`gc.get_freeze_count()`) walks every one of them,
+75 ms under the GIL per flush with the demo's state cached.
 """
 
 from __future__ import annotations
 
 import gc
+import resource
 
 FULL_COLLECTION_EVERY = 100  # flushes
+
+
+def peak_memory_kib() -> int:
+    """The process's peak resident memory (never decreases)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 class Collector:
     def __init__(self, every: int = FULL_COLLECTION_EVERY) -> None:
         self.every = every
         self._flushes = 0
-        self._frozen_after_collection = 0  # gc.get_freeze_count() after the last full pass
-        self._frozen_since = 0  # objects frozen by flushes since then, about (frees of older ones go uncounted)
+        self._peak_after_collection = 0  # peak memory (KiB) when the last full pass ended
 
     def collect_all(self) -> None:
-        """Collect every object, frozen ones too, then freeze the survivors and remember how many they are."""
+        """Collect every object, frozen ones too, then freeze the survivors."""
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        self._frozen_after_collection = gc.get_freeze_count()
-        self._frozen_since = 0
+        self._peak_after_collection = peak_memory_kib()
 
     def flushed(self) -> None:
         """A flush took its work: freeze what survived, or collect everything when it is due."""
         self._flushes += 1
-        self._frozen_since += gc.get_count()[0]  # tracked objects allocated since the last freeze, less frees
-        if self._flushes % self.every == 0 or self._frozen_since > self._frozen_after_collection:
+        if self._flushes % self.every == 0 or peak_memory_kib() > 2 * self._peak_after_collection:
             self.collect_all()
         else:
             gc.freeze()

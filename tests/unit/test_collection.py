@@ -1,5 +1,5 @@
 """When the stream materializer collects garbage: a flush freezes, and collects everything every N flushes or
-once the frozen objects doubled since the last full pass."""
+once the process's peak memory doubled since the last full pass."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from materializers.stream.collection import Collector
 
 
 class FakeGc:
-    """Counts freezes and full passes; a full pass leaves `survivors` objects frozen, `allocated` is what the
-    next freeze adds to the frozen ones."""
+    """Counts freezes and full passes."""
 
     def __init__(self) -> None:
-        self.frozen = 0
-        self.survivors = 0
-        self.allocated = 0
         self.full_passes = 0
         self.freezes = 0
 
@@ -25,20 +21,14 @@ class FakeGc:
 
     def collect(self) -> int:
         self.full_passes += 1
-        gone = self.frozen + self.allocated - self.survivors
-        self.frozen, self.allocated = self.survivors, 0
-        return gone
+        return 0
 
     def freeze(self) -> None:
         self.freezes += 1
-        self.frozen += self.allocated
-        self.allocated = 0
 
-    def get_count(self) -> tuple[int, int, int]:
-        return self.allocated, 0, 0
 
-    def get_freeze_count(self) -> int:
-        return self.frozen
+class Memory:
+    peak_kib = 0
 
 
 @pytest.fixture
@@ -48,29 +38,41 @@ def fake_gc(monkeypatch: pytest.MonkeyPatch) -> FakeGc:
     return fake
 
 
-def test_a_full_pass_once_the_frozen_objects_doubled(fake_gc: FakeGc) -> None:
+@pytest.fixture
+def memory(monkeypatch: pytest.MonkeyPatch) -> type[Memory]:
+    monkeypatch.setattr(collection, "peak_memory_kib", lambda: Memory.peak_kib)
+    return Memory
+
+
+def test_a_full_pass_once_the_peak_memory_doubled(fake_gc: FakeGc, memory: type[Memory]) -> None:
     collector = Collector(every=100)
-    fake_gc.frozen = fake_gc.survivors = 1_000
+    memory.peak_kib = 1_000
     collector.collect_all()
     assert fake_gc.full_passes == 1
-    fake_gc.allocated = 600
+    memory.peak_kib = 2_000  # exactly double: not yet
     collector.flushed()
-    fake_gc.allocated = 400  # 1,000 frozen since the pass, exactly double: not yet
+    assert fake_gc.full_passes == 1 and fake_gc.freezes == 2
+    memory.peak_kib = 2_001
     collector.flushed()
-    assert fake_gc.full_passes == 1 and fake_gc.freezes == 3 and fake_gc.frozen == 2_000
-    fake_gc.allocated, fake_gc.survivors = 1, 1_500
-    collector.flushed()
-    assert fake_gc.full_passes == 2 and fake_gc.frozen == 1_500
-    fake_gc.allocated = 1_400  # under double the 1,500 the last pass left
+    assert fake_gc.full_passes == 2
+    memory.peak_kib = 4_000  # under double the 2,001 the last pass ended at
     collector.flushed()
     assert fake_gc.full_passes == 2
 
 
-def test_a_full_pass_every_n_flushes_whatever_the_growth(fake_gc: FakeGc) -> None:
+def test_a_full_pass_every_n_flushes_whatever_the_growth(fake_gc: FakeGc, memory: type[Memory]) -> None:
     collector = Collector(every=3)
-    fake_gc.frozen = fake_gc.survivors = 1_000
+    memory.peak_kib = 1_000
     collector.collect_all()
     for _ in range(6):
         collector.flushed()
     assert fake_gc.full_passes == 1 + 2
     assert fake_gc.freezes == 1 + 6  # the pass freezes its survivors too
+
+
+def test_the_peak_memory_is_the_process_s_own() -> None:
+    before = collection.peak_memory_kib()
+    grown = bytearray(64 * 1024 * 1024)
+    grown[::4096] = b"x" * len(grown[::4096])  # touch every page
+    assert collection.peak_memory_kib() >= before
+    assert collection.peak_memory_kib() >= 64 * 1024
