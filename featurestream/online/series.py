@@ -8,7 +8,8 @@ An entity's tiles are one field of its hash (`s`), MessagePack: a map from serie
 name to the series' live tiles, flat and oldest first: `[start, slot, ..., start,
 ...]`, a tile's slots being the component (`last`'s order key after its value),
 and under `NEWEST` the newest event time applied, which tiles are kept relative
-to. One field, however many tiles a write touches, keeps a write's Redis cost per
+to (the stream materializer keeps, folds and encodes tiles in Rust, `native/src/tiles.rs`;
+the reader decodes them here). One field, however many tiles a write touches, keeps a write's Redis cost per
 key instead of per tile and component. A series per component means a function
 added later over the same column and slide adds series and leaves the tiles of
 the others as they were.
@@ -63,8 +64,6 @@ NEWEST = "newest"  # no series name: those hold `|`
 def decode_tiles(blob: bytes | None) -> TileState:
     return msgpack.decode(blob) if blob else {}
 
-
-encode_tiles = msgpack.encode
 
 
 def tile_at_or_before(tiles: list[Any], stride: int, start: int) -> int:

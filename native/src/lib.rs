@@ -9,6 +9,7 @@ mod tiles;
 #[pymodule]
 fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tiles::TilePlan>()?;
+    m.add_class::<tiles::TileState>()?;
     m.add_class::<sessions::SessionFold>()?;
     Ok(())
 }

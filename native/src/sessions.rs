@@ -5,7 +5,7 @@
 //! operators so values equal the reference's exactly. Merging two sessions (an out-of-order event filling
 //! a gap) is rare and stays in Python: the fold calls the `absorb` it was given.
 
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
@@ -114,12 +114,7 @@ impl SessionFold {
             session.set_item(COUNT, count.add(1)?)?;
             let aggs = session.get_item(AGGS)?.downcast_into::<PyDict>()?;
             for aggregation in &self.aggregations {
-                let column = aggregation.column.bind(py);
-                let value = match event.row.get_item(column)? {
-                    Some(value) => value,
-                    None => return Err(PyKeyError::new_err(column.clone().unbind())),
-                };
-                if !value.is_none() {
+                if let Some(value) = event.value(aggregation.column.bind(py))? {
                     self.accumulate(py, &aggs, aggregation, &value, &event)?;
                 }
             }

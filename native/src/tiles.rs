@@ -1,13 +1,19 @@
-//! Folding one entity's events into the flat tile series of a windowed view, in place.
+//! A windowed view's tiles for one entity, kept in Rust, and the fold of its events into them.
 //!
-//! The state and its encoding are `featurestream.online.series`'s: a dict from series name to a flat list
-//! `[start, slot, ..., start, slot, ...]`, oldest first. Values stay Python objects and merge with Python's
-//! own operators (`+`, `<`, `>`), so a sum of ints stays an exact int and the result equals the
-//! pure-Python fold that the tests check it against; only the loops and the tile search run here.
+//! The encoding is `featurestream.online.series`'s, which the serving reader decodes: a MessagePack map from
+//! series name to a flat array `[start, slot, ..., start, slot, ...]`, oldest first, and under `newest` the
+//! newest event time applied. Between writes the state stays here, in a few contiguous vectors per series:
+//! as Python lists and numbers, following its pointers cost more than the arithmetic.
+//!
+//! Values merge as in Python: an int sum stays an int (one that leaves 64 bits is an error: MessagePack
+//! could not hold it), a float makes it a float, ints compare with floats by value, strings with strings.
 
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use std::cmp::Ordering;
+
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use rmpv::Value as Packed;
 
 /// How a series' value slot merges (`featurestream.online.series.SLOT_KINDS`).
 #[derive(Clone, Copy, PartialEq)]
@@ -26,14 +32,144 @@ enum Contribution {
     Square,
 }
 
+/// A tile's value. `Other` holds what only `last` keeps and no arithmetic reads (a datetime, say), encoded.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Other(Packed),
+}
+
+impl Value {
+    fn number(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Bool(b) => Some(*b as i64 as f64),
+            _ => None,
+        }
+    }
+
+    fn integer(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+            Value::Str(_) => "str",
+            Value::Other(_) => "object",
+        }
+    }
+
+    fn add(&self, other: &Value) -> PyResult<Value> {
+        if let (Some(a), Some(b)) = (self.integer(), other.integer()) {
+            return a.checked_add(b).map(Value::Int).ok_or_else(|| {
+                PyOverflowError::new_err(format!("the sum {a} + {b} leaves 64 bits: a tile could not store it"))
+            });
+        }
+        match (self.number(), other.number()) {
+            (Some(a), Some(b)) => Ok(Value::Float(a + b)),
+            _ => Err(PyTypeError::new_err(format!(
+                "unsupported operand type(s) for +: '{}' and '{}'",
+                self.type_name(),
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn compare(&self, other: &Value) -> PyResult<Ordering> {
+        let ordering = match (self, other) {
+            (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+            _ => match (self.integer(), other.integer()) {
+                (Some(a), Some(b)) => Some(a.cmp(&b)),
+                _ => match (self.number(), other.number()) {
+                    (Some(a), Some(b)) => a.partial_cmp(&b),
+                    _ => None,
+                },
+            },
+        };
+        // NaN compares as neither greater nor smaller, as in Python: the held value stays.
+        match ordering {
+            Some(ordering) => Ok(ordering),
+            None if self.number().is_some() && other.number().is_some() => Ok(Ordering::Equal),
+            None => Err(PyTypeError::new_err(format!(
+                "'<' not supported between instances of '{}' and '{}'",
+                self.type_name(),
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn pack(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail.
+        match self {
+            Value::Int(i) => {
+                let _ = rmp::encode::write_sint(out, *i);
+            }
+            Value::Float(f) => {
+                let _ = rmp::encode::write_f64(out, *f);
+            }
+            Value::Bool(b) => {
+                let _ = rmp::encode::write_bool(out, *b);
+            }
+            Value::Str(s) => {
+                let _ = rmp::encode::write_str(out, s);
+            }
+            Value::Other(v) => {
+                let _ = rmpv::encode::write_value(out, v);
+            }
+        }
+    }
+
+    fn unpack(packed: Packed) -> PyResult<Value> {
+        Ok(match packed {
+            Packed::Integer(i) => match i.as_i64() {
+                Some(i) => Value::Int(i),
+                None => return Err(PyOverflowError::new_err(format!("tile value {i} leaves 64 bits"))),
+            },
+            Packed::F64(f) => Value::Float(f),
+            Packed::F32(f) => Value::Float(f as f64),
+            Packed::Boolean(b) => Value::Bool(b),
+            Packed::String(s) => match s.into_str() {
+                Some(s) => Value::Str(s),
+                None => return Err(PyValueError::new_err("a tile value is not valid UTF-8")),
+            },
+            other => Value::Other(other),
+        })
+    }
+}
+
+/// One series' live tiles, oldest first; `keys` (the order key of `last`'s value) only for `last`.
+#[derive(Default)]
+struct Tiles {
+    starts: Vec<i64>,
+    values: Vec<Value>,
+    keys: Vec<String>,
+}
+
+/// An entity's tiles, opaque to Python: `TilePlan` decodes, folds into and encodes it.
+#[pyclass(module = "featurestream_native")]
+pub struct TileState {
+    newest: Option<i64>,
+    series: Vec<Tiles>,
+}
+
 struct Series {
-    name: Py<PyString>,
+    name: String,
     column: Py<PyString>,
     slide: i64,
     /// A tile starting at or before the newest event time minus this has left every window.
     span: i64,
     kind: Kind,
-    stride: usize,
     contribution: Contribution,
 }
 
@@ -55,6 +191,15 @@ impl<'py> Event<'py> {
             row: event.get_item(3)?.downcast_into::<PyDict>()?,
         })
     }
+
+    /// The row's value of `column` (None when null); a row without the column is a KeyError.
+    pub(crate) fn value(&self, column: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.row.get_item(column)? {
+            Some(value) if value.is_none() => Ok(None),
+            Some(value) => Ok(Some(value)),
+            None => Err(PyKeyError::new_err(column.clone().unbind())),
+        }
+    }
 }
 
 /// Fixed width, so string order is (event time, partition, offset) order: `series.order_key`'s format.
@@ -62,10 +207,14 @@ pub(crate) fn order_key(event: &Event) -> String {
     format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset)
 }
 
-/// A windowed view's series, parsed once, and the fold of an entity's events into them.
+const NEWEST: &str = "newest";
+
+/// A windowed view's series, parsed once: the decoding, the fold and the encoding of an entity's tiles.
 #[pyclass(frozen, module = "featurestream_native")]
 pub struct TilePlan {
     series: Vec<Series>,
+    /// `msgspec.msgpack.encode`, for `last` values of types the tiles do not know (kept encoded).
+    encode_other: PyObject,
 }
 
 #[pymethods]
@@ -93,142 +242,184 @@ impl TilePlan {
                     "series {name}: slide {slide} ms and stride {stride} do not fit a '{component}' series"
                 )));
             }
-            parsed.push(Series {
-                name: PyString::intern(py, &name).unbind(),
-                column: PyString::intern(py, &column).unbind(),
-                slide,
-                span,
-                kind,
-                stride,
-                contribution,
-            });
+            let column = PyString::intern(py, &column).unbind();
+            parsed.push(Series { name, column, slide, span, kind, contribution });
         }
-        Ok(TilePlan { series: parsed })
+        let encode_other = py.import("msgspec.msgpack")?.getattr("encode")?.unbind();
+        Ok(TilePlan { series: parsed, encode_other })
     }
 
-    /// Merge `events` ((partition, offset, event time, row), in arrival order) into `state`'s series, drop the
-    /// tiles that left every window as of `newest` and the series left empty.
-    fn fold(&self, py: Python<'_>, state: &Bound<'_, PyDict>, events: &Bound<'_, PyList>, newest: i64) -> PyResult<()> {
+    /// The state stored as `blob` (None: nothing yet), less the series this plan no longer keeps.
+    #[pyo3(signature = (blob))]
+    fn decode(&self, blob: Option<&[u8]>) -> PyResult<TileState> {
+        let mut state = TileState { newest: None, series: self.series.iter().map(|_| Tiles::default()).collect() };
+        let Some(mut bytes) = blob.filter(|b| !b.is_empty()) else { return Ok(state) };
+        let entries = match rmpv::decode::read_value(&mut bytes) {
+            Ok(Packed::Map(entries)) => entries,
+            Ok(_) => return Err(PyValueError::new_err("stored tiles are not a MessagePack map")),
+            Err(err) => return Err(PyValueError::new_err(format!("stored tiles are not MessagePack: {err}"))),
+        };
+        for (name, value) in entries {
+            let Some(name) = name.as_str() else { continue };
+            if name == NEWEST {
+                state.newest = value.as_i64();
+                continue;
+            }
+            let Some(at) = self.series.iter().position(|s| s.name == name) else { continue };
+            let Packed::Array(flat) = value else {
+                return Err(PyValueError::new_err(format!("stored series {name} is not an array")));
+            };
+            let stride = if self.series[at].kind == Kind::Last { 3 } else { 2 };
+            if flat.len() % stride != 0 {
+                return Err(PyValueError::new_err(format!("stored series {name} is not whole tiles")));
+            }
+            let tiles = &mut state.series[at];
+            let mut slots = flat.into_iter();
+            while let (Some(start), Some(value)) = (slots.next(), slots.next()) {
+                let Some(start) = start.as_i64() else {
+                    return Err(PyValueError::new_err(format!("stored series {name} has a tile start that is not an int")));
+                };
+                tiles.starts.push(start);
+                tiles.values.push(Value::unpack(value)?);
+                if stride == 3 {
+                    match slots.next().map(Value::unpack).transpose()? {
+                        Some(Value::Str(key)) => tiles.keys.push(key),
+                        _ => return Err(PyValueError::new_err(format!("stored series {name} has an order key that is not a string"))),
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Merge `events` ((partition, offset, event time, row), in arrival order) into `state`, then drop the
+    /// tiles that left every window as of the newest event time ever applied.
+    fn fold(&self, py: Python<'_>, state: &Bound<'_, TileState>, events: &Bound<'_, PyList>) -> PyResult<()> {
         let mut parsed = Vec::with_capacity(events.len());
         for event in events.iter() {
             parsed.push(Event::parse(event.downcast_into::<PyTuple>()?)?);
         }
-        for series in &self.series {
-            let name = series.name.bind(py);
-            let tiles = match state.get_item(name)? {
-                Some(tiles) => tiles.downcast_into::<PyList>()?,
-                None => PyList::empty(py),
-            };
+        let mut state = state.borrow_mut();
+        let newest = parsed.iter().map(|e| e.ts).chain(state.newest).max();
+        let Some(newest) = newest else { return Ok(()) };
+        state.newest = Some(newest);
+        for (series, tiles) in self.series.iter().zip(state.series.iter_mut()) {
             let cutoff = newest - series.span;
-            fold_series(py, series, &tiles, &parsed, cutoff)?;
-            prune(&tiles, series.stride, cutoff)?;
-            if tiles.len() > 0 {
-                state.set_item(name, tiles)?;
-            } else if state.contains(name)? {
-                state.del_item(name)?;
+            self.fold_series(py, series, tiles, &parsed, cutoff)?;
+            let expired = tiles.starts.partition_point(|&start| start <= cutoff);
+            if expired > 0 {
+                tiles.starts.drain(..expired);
+                tiles.values.drain(..expired);
+                if series.kind == Kind::Last {
+                    tiles.keys.drain(..expired);
+                }
             }
         }
         Ok(())
     }
-}
 
-fn start_at(tiles: &Bound<'_, PyList>, at: usize) -> PyResult<i64> {
-    tiles.get_item(at)?.extract()
-}
-
-/// Where the last tile starting at or before `start` begins (None: none does), scanning from the newest:
-/// writes are mostly about the newest tiles.
-fn tile_at_or_before(tiles: &Bound<'_, PyList>, stride: usize, start: i64) -> PyResult<Option<usize>> {
-    let mut at = tiles.len().checked_sub(stride);
-    while let Some(here) = at {
-        if start_at(tiles, here)? <= start {
-            break;
+    /// The state's encoding, as the reader decodes it (`featurestream.online.series.decode_tiles`).
+    fn encode<'py>(&self, py: Python<'py>, state: &Bound<'py, TileState>) -> Bound<'py, PyBytes> {
+        let state = state.borrow();
+        let kept = state.series.iter().filter(|t| !t.starts.is_empty()).count();
+        let mut out = Vec::with_capacity(64 + 16 * state.series.iter().map(|t| t.starts.len()).sum::<usize>());
+        let _ = rmp::encode::write_map_len(&mut out, (kept + state.newest.is_some() as usize) as u32);
+        if let Some(newest) = state.newest {
+            let _ = rmp::encode::write_str(&mut out, NEWEST);
+            let _ = rmp::encode::write_sint(&mut out, newest);
         }
-        at = here.checked_sub(stride);
-    }
-    Ok(at)
-}
-
-fn fold_series(py: Python<'_>, series: &Series, tiles: &Bound<'_, PyList>, events: &[Event], cutoff: i64) -> PyResult<()> {
-    let column = series.column.bind(py);
-    let stride = series.stride;
-    // The tile of the previous event: events mostly come in time order, so the search is mostly skipped.
-    let mut cursor: Option<(usize, i64)> = None;
-    for event in events {
-        let value = match event.row.get_item(column)? {
-            Some(value) => value,
-            None => return Err(PyKeyError::new_err(column.clone().unbind())),
-        };
-        if value.is_none() {
-            continue;
-        }
-        let start = event.ts - event.ts.rem_euclid(series.slide);
-        if start <= cutoff {
-            continue;
-        }
-        let value = match series.contribution {
-            Contribution::Value => value,
-            Contribution::One => 1i64.into_pyobject(py)?.into_any(),
-            Contribution::Square => {
-                let x: f64 = value.extract()?;
-                PyFloat::new(py, x * x).into_any()
+        for (series, tiles) in self.series.iter().zip(&state.series) {
+            if tiles.starts.is_empty() {
+                continue;
             }
-        };
-        let at = match cursor {
-            Some((at, held)) if held == start => at,
-            _ => {
-                let found = tile_at_or_before(tiles, stride, start)?;
-                match found {
-                    Some(at) if start_at(tiles, at)? == start => at,
-                    _ => {
-                        let at = found.map_or(0, |at| at + stride);
-                        tiles.insert(at, start)?;
-                        tiles.insert(at + 1, value)?;
-                        if series.kind == Kind::Last {
-                            tiles.insert(at + 2, order_key(event))?;
+            let last = series.kind == Kind::Last;
+            let _ = rmp::encode::write_str(&mut out, &series.name);
+            let _ = rmp::encode::write_array_len(&mut out, (tiles.starts.len() * if last { 3 } else { 2 }) as u32);
+            for (at, (start, value)) in tiles.starts.iter().zip(&tiles.values).enumerate() {
+                let _ = rmp::encode::write_sint(&mut out, *start);
+                value.pack(&mut out);
+                if last {
+                    let _ = rmp::encode::write_str(&mut out, &tiles.keys[at]);
+                }
+            }
+        }
+        PyBytes::new(py, &out)
+    }
+}
+
+impl TilePlan {
+    fn fold_series(&self, py: Python<'_>, series: &Series, tiles: &mut Tiles, events: &[Event], cutoff: i64) -> PyResult<()> {
+        let column = series.column.bind(py);
+        for event in events {
+            let Some(value) = event.value(column)? else { continue };
+            let start = event.ts - event.ts.rem_euclid(series.slide);
+            if start <= cutoff {
+                continue;
+            }
+            let value = match series.contribution {
+                Contribution::One => Value::Int(1),
+                Contribution::Square => {
+                    let x: f64 = value.extract()?;
+                    Value::Float(x * x) // a float always, as `accumulate` keeps it
+                }
+                Contribution::Value => self.value_of(py, &value)?,
+            };
+            match tiles.starts.binary_search(&start) {
+                Err(at) => {
+                    tiles.starts.insert(at, start);
+                    tiles.values.insert(at, value);
+                    if series.kind == Kind::Last {
+                        tiles.keys.insert(at, order_key(event));
+                    }
+                }
+                Ok(at) => {
+                    let held = &mut tiles.values[at];
+                    match series.kind {
+                        Kind::Add => *held = held.add(&value)?,
+                        Kind::Max => {
+                            if value.compare(held)? == Ordering::Greater {
+                                *held = value;
+                            }
                         }
-                        cursor = Some((at, start));
-                        continue;
+                        Kind::Min => {
+                            if value.compare(held)? == Ordering::Less {
+                                *held = value;
+                            }
+                        }
+                        Kind::Last => {
+                            let key = order_key(event);
+                            if key > tiles.keys[at] {
+                                *held = value;
+                                tiles.keys[at] = key;
+                            }
+                        }
                     }
                 }
             }
-        };
-        cursor = Some((at, start));
-        let here = at + 1;
-        let held = tiles.get_item(here)?;
-        match series.kind {
-            Kind::Add => tiles.set_item(here, held.add(value)?)?,
-            Kind::Max => {
-                if value.gt(&held)? {
-                    tiles.set_item(here, value)?;
-                }
-            }
-            Kind::Min => {
-                if value.lt(&held)? {
-                    tiles.set_item(here, value)?;
-                }
-            }
-            Kind::Last => {
-                let key = order_key(event);
-                let held_key = tiles.get_item(here + 1)?;
-                if key.as_str() > held_key.downcast::<PyString>()?.to_str()? {
-                    tiles.set_item(here, value)?;
-                    tiles.set_item(here + 1, key)?;
-                }
-            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Drop the tiles starting at or before `cutoff` (the oldest first).
-fn prune(tiles: &Bound<'_, PyList>, stride: usize, cutoff: i64) -> PyResult<()> {
-    let mut end = 0;
-    while end < tiles.len() && start_at(tiles, end)? <= cutoff {
-        end += stride;
+    fn value_of(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Value> {
+        if let Ok(b) = value.downcast::<PyBool>() {
+            return Ok(Value::Bool(b.is_true()));
+        }
+        if value.is_instance_of::<PyInt>() {
+            return match value.extract::<i64>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) => Err(PyOverflowError::new_err(format!("{value} leaves 64 bits: a tile could not store it"))),
+            };
+        }
+        if let Ok(f) = value.downcast::<PyFloat>() {
+            return Ok(Value::Float(f.value()));
+        }
+        if let Ok(s) = value.downcast::<PyString>() {
+            return Ok(Value::Str(s.to_str()?.to_owned()));
+        }
+        let encoded = self.encode_other.call1(py, (value,))?;
+        let mut bytes: &[u8] = encoded.downcast_bound::<PyBytes>(py)?.as_bytes();
+        let packed = rmpv::decode::read_value(&mut bytes)
+            .map_err(|err| PyValueError::new_err(format!("cannot keep {value} in a tile: {err}")))?;
+        Ok(Value::Other(packed))
     }
-    if end > 0 {
-        tiles.del_slice(0, end)?;
-    }
-    Ok(())
 }

@@ -4,8 +4,12 @@ clear errors."""
 from __future__ import annotations
 
 import pytest
-from featurestream_native import SessionFold, TilePlan
+from datetime import UTC, datetime
 
+from featurestream_native import SessionFold, TilePlan
+from msgspec import msgpack
+
+from featurestream.online.series import decode_tiles
 from featurestream.windows.sessions import absorb
 
 MINUTE = 60_000
@@ -16,24 +20,44 @@ def _sum_plan() -> TilePlan:
     return TilePlan([("x|60000|s", "x", MINUTE, 60 * MINUTE, "add", 2, "s")])
 
 
-def test_sums_of_ints_stay_exact_python_ints() -> None:
-    state: dict = {}
-    big = 2**62 + 1
-    _sum_plan().fold(state, [(0, 1, T0 + 1, {"x": big}), (0, 2, T0 + 2, {"x": big})], T0 + 2)
-    [start, total] = state["x|60000|s"]
-    assert start == T0
-    assert type(total) is int and total == 2 * big
+def _fold(plan: TilePlan, events: list[tuple[int, int, int, dict]], blob: bytes | None = None) -> dict:
+    """Fold into the state stored as `blob`; what the reader would decode of the result."""
+    state = plan.decode(blob)
+    plan.fold(state, events)
+    return decode_tiles(plan.encode(state))
+
+
+def test_sums_of_ints_stay_ints_and_one_leaving_64_bits_is_refused() -> None:
+    big = 2**62
+    assert _fold(_sum_plan(), [(0, 1, T0 + 1, {"x": big}), (0, 2, T0 + 2, {"x": big - 1})]) == {
+        "newest": T0 + 2, "x|60000|s": [T0, 2**63 - 1]}
+    with pytest.raises(OverflowError, match="leaves 64 bits"):
+        _fold(_sum_plan(), [(0, 1, T0 + 1, {"x": big}), (0, 2, T0 + 2, {"x": big})])
+    with pytest.raises(OverflowError, match="leaves 64 bits"):
+        _fold(_sum_plan(), [(0, 1, T0 + 1, {"x": 2**64})])
+
+
+def test_ints_and_floats_add_and_compare_as_in_python() -> None:
+    [start, total] = _fold(_sum_plan(), [(0, 1, T0, {"x": 1}), (0, 2, T0 + 1, {"x": 0.5}), (0, 3, T0 + 2, {"x": True})])["x|60000|s"]
+    assert (start, total, type(total)) == (T0, 2.5, float)
+    [_, total] = _fold(_sum_plan(), [(0, 1, T0, {"x": 1}), (0, 2, T0 + 1, {"x": True})])["x|60000|s"]
+    assert (total, type(total)) == (2, int)  # a bool adds as the int it is
+    highest = TilePlan([("x|60000|hi", "x", MINUTE, 60 * MINUTE, "max", 2, "hi")])
+    assert _fold(highest, [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": 2.5}), (0, 3, T0 + 2, {"x": 1})])["x|60000|hi"] == [T0, 2.5]
+    assert _fold(highest, [(0, 1, T0, {"x": "b"}), (0, 2, T0 + 1, {"x": "c"})])["x|60000|hi"] == [T0, "c"]
+    with pytest.raises(TypeError, match="'<' not supported between instances of 'str' and 'int'"):
+        _fold(highest, [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": "c"})])
+    with pytest.raises(TypeError, match="unsupported operand type"):
+        _fold(_sum_plan(), [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": "c"})])
 
 
 def test_nulls_are_skipped_and_an_all_null_series_is_not_stored() -> None:
-    state: dict = {}
-    _sum_plan().fold(state, [(0, 1, T0 + 1, {"x": None})], T0 + 1)
-    assert state == {}
+    assert _fold(_sum_plan(), [(0, 1, T0 + 1, {"x": None})]) == {"newest": T0 + 1}
 
 
 def test_a_row_without_the_column_raises_key_error_naming_it() -> None:
     with pytest.raises(KeyError, match="'x'"):
-        _sum_plan().fold({}, [(0, 1, T0, {"y": 1})], T0)
+        _fold(_sum_plan(), [(0, 1, T0, {"y": 1})])
 
 
 def test_a_plan_with_an_unknown_kind_or_a_wrong_stride_is_refused() -> None:
@@ -43,24 +67,42 @@ def test_a_plan_with_an_unknown_kind_or_a_wrong_stride_is_refused() -> None:
         TilePlan([("y|60000|lv", "y", MINUTE, MINUTE, "last", 2, "lv")])
 
 
+def _last_plan() -> TilePlan:
+    return TilePlan([("y|60000|lv", "y", MINUTE, 60 * MINUTE, "last", 3, "lv")])
+
+
 def test_last_keeps_the_value_of_the_greatest_order_key_whatever_the_arrival_order() -> None:
-    state: dict = {}
-    plan = TilePlan([("y|60000|lv", "y", MINUTE, 60 * MINUTE, "last", 3, "lv")])
-    plan.fold(state, [(0, 5, T0 + 9, {"y": "newer"}), (1, 3, T0 + 2, {"y": "older"})], T0 + 9)
+    state = _fold(_last_plan(), [(0, 5, T0 + 9, {"y": "newer"}), (1, 3, T0 + 2, {"y": "older"})])
     assert state["y|60000|lv"] == [T0, "newer", f"{T0 + 9:015d}{0:06d}{5:019d}"]
+
+
+def test_last_keeps_values_of_any_type_msgpack_holds() -> None:
+    when = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    blob = _last_plan().encode(_last_plan().decode(msgpack.encode({"y|60000|lv": [T0, when, "k"]})))
+    assert decode_tiles(blob)["y|60000|lv"] == [T0, when, "k"]
+    state = _fold(_last_plan(), [(0, 1, T0 + MINUTE, {"y": [1, "a"]})], blob)
+    assert state["y|60000|lv"] == [T0, when, "k", T0 + MINUTE, [1, "a"], f"{T0 + MINUTE:015d}{0:06d}{1:019d}"]
+
+
+def test_decode_drops_series_the_plan_no_longer_keeps_and_refuses_what_is_not_tiles() -> None:
+    stored = msgpack.encode({"newest": T0, "x|60000|s": [T0, 3], "gone|60000|s": [T0, 1]})
+    assert decode_tiles(_sum_plan().encode(_sum_plan().decode(stored))) == {"newest": T0, "x|60000|s": [T0, 3]}
+    for blob, message in ((b"\x81\xa5x", "not MessagePack"), (msgpack.encode([1]), "not a MessagePack map"),
+                          (msgpack.encode({"x|60000|s": [T0]}), "not whole tiles"),
+                          (msgpack.encode({"x|60000|s": ["t", 1]}), "not an int")):
+        with pytest.raises(ValueError, match=message):
+            _sum_plan().decode(blob)
 
 
 def test_a_tile_starting_exactly_span_before_the_newest_event_is_dropped_or_never_made() -> None:
     later = T0 + 60 * MINUTE  # the plan's span: the tile starting at T0 has left every window
-    kept = {"x|60000|s": [later, 2]}
-    state: dict = {}
+    kept = {"newest": later, "x|60000|s": [later, 2]}
     plan = _sum_plan()
-    plan.fold(state, [(0, 1, T0, {"x": 1})], T0)
-    plan.fold(state, [(0, 2, later, {"x": 2})], later)
-    assert state == kept
-    state = {}
-    plan.fold(state, [(0, 2, later, {"x": 2}), (0, 3, T0, {"x": 1})], later)
-    assert state == kept
+    state = plan.decode(None)
+    plan.fold(state, [(0, 1, T0, {"x": 1})])
+    plan.fold(state, [(0, 2, later, {"x": 2})])
+    assert decode_tiles(plan.encode(state)) == kept
+    assert _fold(plan, [(0, 2, later, {"x": 2}), (0, 3, T0, {"x": 1})]) == kept
 
 
 def test_a_session_fold_refuses_an_unknown_function_or_a_gap_that_is_not_positive() -> None:

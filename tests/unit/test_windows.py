@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec import msgpack
 
 from featurestream.definitions import AggregationSpec, StreamSourceSpec, StreamViewSpec
 from featurestream.online.reader import WindowReader
-from featurestream.online.series import LAST_KEY, encode_tiles, order_key, view_series
+from featurestream.online.series import LAST_KEY, order_key, view_series
 from featurestream.windows.aggregations import COMPONENTS
 from featurestream.windows.tiles import tile_start, validate_window, window_bounds, window_tiles
 from tests.partials import accumulate
@@ -103,7 +104,7 @@ def encoded_tiles(view: StreamViewSpec, tiles: dict[int, dict[str, Any]]) -> byt
             if series.component in partial:  # a tile of null values only is never written
                 slots = [order_key(*partial[s]) if s == LAST_KEY else partial[s] for s in series.slots]
                 state.setdefault(series.name, []).extend([start, *slots])
-    return encode_tiles(state)
+    return msgpack.encode(state)
 
 
 @given(streams(), st.sampled_from([(1000, 100), (600, 200), (500, 500)]), st.integers(-200, 3500))
