@@ -204,7 +204,24 @@ impl<'py> Event<'py> {
 
 /// Fixed width, so string order is (event time, partition, offset) order: `series.order_key`'s format.
 pub(crate) fn order_key(event: &Event) -> String {
-    format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset)
+    if event.ts < 0 || event.partition < 0 || event.offset < 0 {
+        return format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset);
+    }
+    // Digits written by hand: `format!` with widths took 200 ns, most of a `last` series' fold.
+    let mut key = [b'0'; 40];
+    for (mut number, end, width) in [(event.ts, 15, 15), (event.partition, 21, 6), (event.offset, 40, 19)] {
+        let mut at = end;
+        while number > 0 && at > end - width {
+            at -= 1;
+            key[at] = b'0' + (number % 10) as u8;
+            number /= 10;
+        }
+        if number > 0 {
+            // Wider than its field: as Python's format, which never truncates.
+            return format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset);
+        }
+    }
+    key.iter().map(|&digit| digit as char).collect()
 }
 
 const NEWEST: &str = "newest";

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from featurestream_native import SessionFold, TilePlan
 from msgspec import msgpack
 
-from featurestream.online.series import decode_tiles
+from featurestream.online.series import decode_tiles, order_key
 from featurestream.windows.sessions import absorb
 
 MINUTE = 60_000
@@ -74,6 +74,13 @@ def _last_plan() -> TilePlan:
 def test_last_keeps_the_value_of_the_greatest_order_key_whatever_the_arrival_order() -> None:
     state = _fold(_last_plan(), [(0, 5, T0 + 9, {"y": "newer"}), (1, 3, T0 + 2, {"y": "older"})])
     assert state["y|60000|lv"] == [T0, "newer", f"{T0 + 9:015d}{0:06d}{5:019d}"]
+
+
+@pytest.mark.parametrize(("ts", "partition", "offset"), [(T0, 0, 0), (T0 + 7, 123_456, 2**63 - 1), (-5, 3, 9),
+                                                         (10**15 + 1, 1, 1), (T0, 1_234_567, 1)])
+def test_order_keys_are_python_s_whatever_the_widths(ts: int, partition: int, offset: int) -> None:
+    [_, _, key] = _fold(_last_plan(), [(partition, offset, ts, {"y": 1})])["y|60000|lv"]
+    assert key == order_key(ts, partition, offset)
 
 
 def test_last_keeps_values_of_any_type_msgpack_holds() -> None:
