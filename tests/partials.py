@@ -1,5 +1,5 @@
-"""How one event enters a partial of `featurestream.windows.aggregations`, in Python: the tests build
-partials with it, and it states what the native folds (`native/src/`) do per event."""
+"""How one event enters a partial of `featurestream.windows.aggregations`, and the order key of `last`, in
+Python: the tests build partials with them, and they state what the native folds (`native/src/`) do per event."""
 
 from __future__ import annotations
 
@@ -45,3 +45,8 @@ def accumulate(function: str, partial: Partial | None, value: Any, order_key: An
     else:
         raise ValueError(f"unknown aggregation function {function!r}; expected one of {', '.join(COMPONENTS)}")
     return partial
+
+
+def order_key(ts_ms: int, partition: int, offset: int) -> str:
+    """Fixed width, so string order is (event time, partition, offset) order."""
+    return f"{ts_ms:015d}{partition:06d}{offset:019d}"

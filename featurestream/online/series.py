@@ -57,13 +57,12 @@ class Series:
         object.__setattr__(self, "stride", len(slots) + 1)
 
 
-TileState = dict[str, Any]  # series name -> [start, slots..., start, slots...], oldest first; NEWEST -> ms
+Tiles = dict[str, Any]  # series name -> [start, slots..., start, slots...], oldest first; NEWEST -> ms
 NEWEST = "newest"  # no series name: those hold `|`
 
 
-def decode_tiles(blob: bytes | None) -> TileState:
+def decode_tiles(blob: bytes | None) -> Tiles:
     return msgpack.decode(blob) if blob else {}
-
 
 
 def tile_at_or_before(tiles: list[Any], stride: int, start: int) -> int:
@@ -109,8 +108,3 @@ def series_retention_ms(view: StreamViewSpec) -> dict[str, int]:
             prefix = f"{agg.column}|{agg.slide_ms}"
             needed[prefix] = max(needed.get(prefix, 0), agg.window_ms + view.source.lateness_ms)
     return needed
-
-
-def order_key(ts_ms: int, partition: int, offset: int) -> str:
-    """Fixed width, so string order is (event time, partition, offset) order, in Lua as in Python."""
-    return f"{ts_ms:015d}{partition:06d}{offset:019d}"

@@ -10,9 +10,9 @@ keep its partials as a flat run of slots (`merge_slots`):
 | `min` / `max` | the smaller / larger |
 | `last` | the value whose order key is greatest; the key lives beside it in `lk` |
 
-The order key of `last` is any totally ordered value consistent with
-(ts_ms, partition, offset), e.g. that tuple or `featurestream.online.series.order_key`'s
-fixed-width string; one partial must not mix the two.
+The order key of `last` is a totally ordered value consistent with (ts_ms,
+partition, offset): the stream materializer stores a fixed-width string of the three
+(`native/src/tiles.rs`, `order_key`); the tests also use the tuple. One partial must not mix the two.
 
 The empty partial `{}` is the identity of `merge`. Nulls are ignored as in SQL.
 """

@@ -10,10 +10,11 @@ flush of a 400k-event run) and held the GIL 0.5 s per 200k events.
 
 Everything is collected every `every` flushes, and as soon as the process's peak
 memory doubled since the last full pass (the state cache is bounded, so only
-garbage, say cycles a udf leaves, keeps growing), so garbage never holds much
-memory. Memory is what the rule bounds, and reading it costs a system call:
-counting the frozen objects (`gc.get_freeze_count()`) walks every one of them,
-75 ms under the GIL per flush with the demo's state cached.
+garbage, say cycles a udf leaves, keeps growing): garbage cannot make the process
+more than twice as big as it was after a pass. Memory is what the rule bounds, and
+reading the peak costs a system call; counting the frozen objects
+(`gc.get_freeze_count()`) walks every one of them, 75 ms under the GIL per flush
+with the demo's state cached.
 """
 
 from __future__ import annotations

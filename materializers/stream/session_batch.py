@@ -1,4 +1,4 @@
-"""One micro-batch of a session view: each entity's sessions updated in Python, fenced by offsets.
+"""One micro-batch of a session view: each entity's sessions updated (in Rust), fenced by offsets.
 
 Session merges (an out-of-order event filling a gap) need the whole state, which
 the native `SessionFold` updates (`featurestream.windows.sessions` documents it);

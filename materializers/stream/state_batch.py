@@ -1,8 +1,8 @@
 """What the Redis sink needs of one view's micro-batch: per entity, its key, its fences and its new state.
 
 Every view keeps an entity's state in one encoded field (`s`) of the entity's hash.
-It is updated in Python (from this process's cache of what it last wrote, or read
-first) and written back by a compare-and-set on its version (`v`), together with
+It is updated in this process (by the native folds, from its cache of what it last
+wrote, or read first) and written back by a compare-and-set on its version (`v`), together with
 the last applied offset of each source partition. Events at or below their
 partition's stored offset were applied before a crash or rebalance and are skipped,
 so nothing counts twice, and no update needs Redis to run more than the check.

@@ -159,7 +159,7 @@ impl SessionFold {
         Ok(session)
     }
 
-    /// Add one non-null value to the aggregation's partial (`aggregations.accumulate`).
+    /// Add one non-null value to the aggregation's partial (as `tests/partials.py`'s `accumulate` states it).
     fn accumulate(&self, py: Python<'_>, aggs: &Bound<'_, PyDict>, aggregation: &Aggregation, value: &Bound<'_, PyAny>,
                   event: &Event) -> PyResult<()> {
         let name = aggregation.name.bind(py);

@@ -9,6 +9,8 @@
 //! could not hold it), a float makes it a float, ints compare with floats by value, strings with strings.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 
 use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -86,26 +88,16 @@ impl Value {
         }
     }
 
-    fn compare(&self, other: &Value) -> PyResult<Ordering> {
-        let ordering = match (self, other) {
+    /// The order of two values of one kind; None when only Python can tell (mixed or other types).
+    fn native_order(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
             (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+            // NaN is neither greater nor smaller, as in Python: the held value stays.
+            (Value::Float(a), Value::Float(b)) => Some(a.partial_cmp(b).unwrap_or(Ordering::Equal)),
             _ => match (self.integer(), other.integer()) {
                 (Some(a), Some(b)) => Some(a.cmp(&b)),
-                _ => match (self.number(), other.number()) {
-                    (Some(a), Some(b)) => a.partial_cmp(&b),
-                    _ => None,
-                },
+                _ => None,
             },
-        };
-        // NaN compares as neither greater nor smaller, as in Python: the held value stays.
-        match ordering {
-            Some(ordering) => Ok(ordering),
-            None if self.number().is_some() && other.number().is_some() => Ok(Ordering::Equal),
-            None => Err(PyTypeError::new_err(format!(
-                "'<' not supported between instances of '{}' and '{}'",
-                self.type_name(),
-                other.type_name()
-            ))),
         }
     }
 
@@ -130,12 +122,24 @@ impl Value {
         }
     }
 
+    fn to_py<'py>(&self, py: Python<'py>, decode_other: &PyObject) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            Value::Int(i) => i.into_pyobject(py)?.into_any(),
+            Value::Float(f) => PyFloat::new(py, *f).into_any(),
+            Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+            Value::Str(s) => PyString::new(py, s).into_any(),
+            Value::Other(_) => {
+                let mut packed = Vec::new();
+                self.pack(&mut packed);
+                decode_other.call1(py, (PyBytes::new(py, &packed),))?.into_bound(py)
+            }
+        })
+    }
+
     fn unpack(packed: Packed) -> PyResult<Value> {
         Ok(match packed {
-            Packed::Integer(i) => match i.as_i64() {
-                Some(i) => Value::Int(i),
-                None => return Err(PyOverflowError::new_err(format!("tile value {i} leaves 64 bits"))),
-            },
+            // An unsigned int past 63 bits (old code let sums reach it) is kept as it is, for `last`, `min`, `max`.
+            Packed::Integer(i) if i.as_i64().is_some() => Value::Int(i.as_i64().unwrap_or_default()),
             Packed::F64(f) => Value::Float(f),
             Packed::F32(f) => Value::Float(f as f64),
             Packed::Boolean(b) => Value::Bool(b),
@@ -159,6 +163,8 @@ struct Tiles {
 /// An entity's tiles, opaque to Python: `TilePlan` decodes, folds into and encodes it.
 #[pyclass(module = "featurestream_native")]
 pub struct TileState {
+    /// The series names of the plan that decoded it: `series` is in that plan's order.
+    plan: u64,
     newest: Option<i64>,
     series: Vec<Tiles>,
 }
@@ -178,7 +184,7 @@ pub(crate) struct Event<'py> {
     partition: i64,
     offset: i64,
     pub(crate) ts: i64,
-    pub(crate) row: Bound<'py, PyDict>,
+    row: Bound<'py, PyAny>,
 }
 
 impl<'py> Event<'py> {
@@ -188,17 +194,21 @@ impl<'py> Event<'py> {
             partition: event.get_item(0)?.extract()?,
             offset: event.get_item(1)?.extract()?,
             ts: event.get_item(2)?.extract()?,
-            row: event.get_item(3)?.downcast_into::<PyDict>()?,
+            row: event.get_item(3)?,
         })
     }
 
     /// The row's value of `column` (None when null); a row without the column is a KeyError.
+    /// A udf may return any mapping; a dict is read without a method call.
     pub(crate) fn value(&self, column: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.row.get_item(column)? {
-            Some(value) if value.is_none() => Ok(None),
-            Some(value) => Ok(Some(value)),
-            None => Err(PyKeyError::new_err(column.clone().unbind())),
-        }
+        let value = match self.row.downcast::<PyDict>() {
+            Ok(row) => match row.get_item(column)? {
+                Some(value) => value,
+                None => return Err(PyKeyError::new_err(column.clone().unbind())),
+            },
+            Err(_) => self.row.get_item(column)?,
+        };
+        Ok(if value.is_none() { None } else { Some(value) })
     }
 }
 
@@ -230,8 +240,10 @@ const NEWEST: &str = "newest";
 #[pyclass(frozen, module = "featurestream_native")]
 pub struct TilePlan {
     series: Vec<Series>,
-    /// `msgspec.msgpack.encode`, for `last` values of types the tiles do not know (kept encoded).
+    fingerprint: u64,
+    /// `msgspec.msgpack.encode` and `decode`, for values of types the tiles do not know (kept encoded).
     encode_other: PyObject,
+    decode_other: PyObject,
 }
 
 #[pymethods]
@@ -262,14 +274,27 @@ impl TilePlan {
             let column = PyString::intern(py, &column).unbind();
             parsed.push(Series { name, column, slide, span, kind, contribution });
         }
-        let encode_other = py.import("msgspec.msgpack")?.getattr("encode")?.unbind();
-        Ok(TilePlan { series: parsed, encode_other })
+        let mut hasher = DefaultHasher::new();
+        for series in &parsed {
+            series.name.hash(&mut hasher);
+        }
+        let msgpack = py.import("msgspec.msgpack")?;
+        Ok(TilePlan {
+            series: parsed,
+            fingerprint: hasher.finish(),
+            encode_other: msgpack.getattr("encode")?.unbind(),
+            decode_other: msgpack.getattr("decode")?.unbind(),
+        })
     }
 
     /// The state stored as `blob` (None: nothing yet), less the series this plan no longer keeps.
     #[pyo3(signature = (blob))]
     fn decode(&self, blob: Option<&[u8]>) -> PyResult<TileState> {
-        let mut state = TileState { newest: None, series: self.series.iter().map(|_| Tiles::default()).collect() };
+        let mut state = TileState {
+            plan: self.fingerprint,
+            newest: None,
+            series: self.series.iter().map(|_| Tiles::default()).collect(),
+        };
         let Some(mut bytes) = blob.filter(|b| !b.is_empty()) else { return Ok(state) };
         let entries = match rmpv::decode::read_value(&mut bytes) {
             Ok(Packed::Map(entries)) => entries,
@@ -279,7 +304,9 @@ impl TilePlan {
         for (name, value) in entries {
             let Some(name) = name.as_str() else { continue };
             if name == NEWEST {
-                state.newest = value.as_i64();
+                state.newest = Some(value.as_i64().ok_or_else(|| {
+                    PyValueError::new_err(format!("stored tiles have a {NEWEST} that is not an int: {value}"))
+                })?);
                 continue;
             }
             let Some(at) = self.series.iter().position(|s| s.name == name) else { continue };
@@ -316,13 +343,16 @@ impl TilePlan {
         for event in events.iter() {
             parsed.push(Event::parse(event.downcast_into::<PyTuple>()?)?);
         }
-        let mut state = state.borrow_mut();
+        let mut state = self.own(state.try_borrow_mut()?)?;
         let newest = parsed.iter().map(|e| e.ts).chain(state.newest).max();
         let Some(newest) = newest else { return Ok(()) };
         state.newest = Some(newest);
         for (series, tiles) in self.series.iter().zip(state.series.iter_mut()) {
             let cutoff = newest - series.span;
-            self.fold_series(py, series, tiles, &parsed, cutoff)?;
+            self.fold_series(py, series, tiles, &parsed, cutoff).inspect_err(|err| {
+                // Which series failed (a udf's column of an unexpected type, say), kept on the error itself.
+                let _ = err.value(py).call_method1("add_note", (format!("while folding events into tile series {}", series.name),));
+            })?;
             let expired = tiles.starts.partition_point(|&start| start <= cutoff);
             if expired > 0 {
                 tiles.starts.drain(..expired);
@@ -336,8 +366,8 @@ impl TilePlan {
     }
 
     /// The state's encoding, as the reader decodes it (`featurestream.online.series.decode_tiles`).
-    fn encode<'py>(&self, py: Python<'py>, state: &Bound<'py, TileState>) -> Bound<'py, PyBytes> {
-        let state = state.borrow();
+    fn encode<'py>(&self, py: Python<'py>, state: &Bound<'py, TileState>) -> PyResult<Bound<'py, PyBytes>> {
+        let state = self.own(state.try_borrow()?)?;
         let kept = state.series.iter().filter(|t| !t.starts.is_empty()).count();
         let mut out = Vec::with_capacity(64 + 16 * state.series.iter().map(|t| t.starts.len()).sum::<usize>());
         let _ = rmp::encode::write_map_len(&mut out, (kept + state.newest.is_some() as usize) as u32);
@@ -360,11 +390,29 @@ impl TilePlan {
                 }
             }
         }
-        PyBytes::new(py, &out)
+        Ok(PyBytes::new(py, &out))
     }
 }
 
 impl TilePlan {
+    /// The state, if this plan (same series) decoded it: another's would fold into the wrong series.
+    fn own<S: std::ops::Deref<Target = TileState>>(&self, state: S) -> PyResult<S> {
+        if state.plan != self.fingerprint {
+            return Err(PyValueError::new_err("these tiles were decoded for other series: decode them with this view's plan"));
+        }
+        Ok(state)
+    }
+
+    /// Whether `value` replaces `held` in a `max` (greater) or `min` (smaller) tile, as Python's `>` / `<` say.
+    fn replaces(&self, py: Python<'_>, kind: Kind, value: &Value, held: &Value) -> PyResult<bool> {
+        let wanted = if kind == Kind::Max { Ordering::Greater } else { Ordering::Less };
+        if let Some(order) = value.native_order(held) {
+            return Ok(order == wanted);
+        }
+        let (value, held) = (value.to_py(py, &self.decode_other)?, held.to_py(py, &self.decode_other)?);
+        if kind == Kind::Max { value.gt(held) } else { value.lt(held) }
+    }
+
     fn fold_series(&self, py: Python<'_>, series: &Series, tiles: &mut Tiles, events: &[Event], cutoff: i64) -> PyResult<()> {
         let column = series.column.bind(py);
         for event in events {
@@ -377,7 +425,7 @@ impl TilePlan {
                 Contribution::One => Value::Int(1),
                 Contribution::Square => {
                     let x: f64 = value.extract()?;
-                    Value::Float(x * x) // a float always, as `accumulate` keeps it
+                    Value::Float(x * x) // a float always, as `tests/partials.py`'s accumulate keeps it
                 }
                 Contribution::Value => self.value_of(py, &value)?,
             };
@@ -393,13 +441,8 @@ impl TilePlan {
                     let held = &mut tiles.values[at];
                     match series.kind {
                         Kind::Add => *held = held.add(&value)?,
-                        Kind::Max => {
-                            if value.compare(held)? == Ordering::Greater {
-                                *held = value;
-                            }
-                        }
-                        Kind::Min => {
-                            if value.compare(held)? == Ordering::Less {
+                        Kind::Max | Kind::Min => {
+                            if self.replaces(py, series.kind, &value, held)? {
                                 *held = value;
                             }
                         }

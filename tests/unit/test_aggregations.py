@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from featurestream.online.series import FUNCTION_COMPONENTS, order_key
+from featurestream.online.series import FUNCTION_COMPONENTS
 from featurestream.windows.aggregations import (
     COMPONENTS,
     LAST_ORDER_KEY,
     finalize,
     merge,
 )
-from tests.partials import accumulate
+from tests.partials import accumulate, order_key
 from tests.reference import agrees, ref_window
 
 FUNCTIONS = sorted(COMPONENTS)

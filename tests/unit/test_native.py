@@ -4,13 +4,17 @@ clear errors."""
 from __future__ import annotations
 
 import pytest
+import math
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
 from featurestream_native import SessionFold, TilePlan
 from msgspec import msgpack
 
-from featurestream.online.series import decode_tiles, order_key
+from featurestream.online.series import decode_tiles
 from featurestream.windows.sessions import absorb
+from tests.partials import order_key
 
 MINUTE = 60_000
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
@@ -20,11 +24,15 @@ def _sum_plan() -> TilePlan:
     return TilePlan([("x|60000|s", "x", MINUTE, 60 * MINUTE, "add", 2, "s")])
 
 
-def _fold(plan: TilePlan, events: list[tuple[int, int, int, dict]], blob: bytes | None = None) -> dict:
-    """Fold into the state stored as `blob`; what the reader would decode of the result."""
+def _fold_state(plan: TilePlan, events: list[tuple[int, int, int, Any]], blob: bytes | None = None) -> Any:
     state = plan.decode(blob)
     plan.fold(state, events)
-    return decode_tiles(plan.encode(state))
+    return state
+
+
+def _fold(plan: TilePlan, events: list[tuple[int, int, int, Any]], blob: bytes | None = None) -> dict:
+    """Fold into the state stored as `blob`; what the reader would decode of the result."""
+    return decode_tiles(plan.encode(_fold_state(plan, events, blob)))
 
 
 def test_sums_of_ints_stay_ints_and_one_leaving_64_bits_is_refused() -> None:
@@ -45,10 +53,55 @@ def test_ints_and_floats_add_and_compare_as_in_python() -> None:
     highest = TilePlan([("x|60000|hi", "x", MINUTE, 60 * MINUTE, "max", 2, "hi")])
     assert _fold(highest, [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": 2.5}), (0, 3, T0 + 2, {"x": 1})])["x|60000|hi"] == [T0, 2.5]
     assert _fold(highest, [(0, 1, T0, {"x": "b"}), (0, 2, T0 + 1, {"x": "c"})])["x|60000|hi"] == [T0, "c"]
-    with pytest.raises(TypeError, match="'<' not supported between instances of 'str' and 'int'"):
+    with pytest.raises(TypeError, match="'>' not supported between instances of 'str' and 'int'") as raised:
         _fold(highest, [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": "c"})])
+    assert raised.value.__notes__ == ["while folding events into tile series x|60000|hi"]
     with pytest.raises(TypeError, match="unsupported operand type"):
         _fold(_sum_plan(), [(0, 1, T0, {"x": 2}), (0, 2, T0 + 1, {"x": "c"})])
+
+
+def test_min_and_max_compare_any_values_as_python_does() -> None:
+    """Datetimes (a timestamp column), ints past 63 bits stored by older code, and ints against floats
+    beyond 2**53, where a float conversion would lose the order."""
+    highest = TilePlan([("x|60000|hi", "x", MINUTE, 60 * MINUTE, "max", 2, "hi")])
+    lowest = TilePlan([("x|60000|lo", "x", MINUTE, 60 * MINUTE, "min", 2, "lo")])
+    early, late = datetime(2026, 11, 28, 9, tzinfo=UTC), datetime(2026, 11, 28, 10, tzinfo=UTC)
+    events = [(0, 1, T0, {"x": early}), (0, 2, T0 + 1, {"x": late}), (0, 3, T0 + 2, {"x": early})]
+    assert _fold(highest, events)["x|60000|hi"] == [T0, late]
+    assert _fold(lowest, events)["x|60000|lo"] == [T0, early]
+    stored = msgpack.encode({"x|60000|hi": [T0, 2**63 + 5]})
+    assert _fold(highest, [(0, 1, T0, {"x": 7})], stored)["x|60000|hi"] == [T0, 2**63 + 5]
+    assert _fold(highest, [(0, 1, T0, {"x": float(2**53)}), (0, 2, T0 + 1, {"x": 2**53 + 1})])["x|60000|hi"] == [
+        T0, 2**53 + 1]
+
+
+def test_a_max_keeps_the_first_of_equal_values_and_ignores_nan_as_python_does() -> None:
+    highest = TilePlan([("x|60000|hi", "x", MINUTE, 60 * MINUTE, "max", 2, "hi")])
+    [_, held] = _fold(highest, [(0, 1, T0, {"x": -0.0}), (0, 2, T0 + 1, {"x": 0.0})])["x|60000|hi"]
+    assert math.copysign(1, held) == -1
+    assert _fold(highest, [(0, 1, T0, {"x": 1.0}), (0, 2, T0 + 1, {"x": math.nan})])["x|60000|hi"] == [T0, 1.0]
+    [_, held] = _fold(highest, [(0, 1, T0, {"x": math.nan}), (0, 2, T0 + 1, {"x": 2.0})])["x|60000|hi"]
+    assert math.isnan(held)
+
+
+def test_bools_stay_bools_through_an_encoding() -> None:
+    highest = TilePlan([("x|60000|hi", "x", MINUTE, 60 * MINUTE, "max", 2, "hi")])
+    stored = highest.encode(_fold_state(highest, [(0, 1, T0, {"x": False})]))
+    [_, held] = _fold(highest, [(0, 2, T0 + 1, {"x": False})], stored)["x|60000|hi"]
+    assert held is False
+
+
+def test_rows_may_be_any_mapping() -> None:
+    assert _fold(_sum_plan(), [(0, 1, T0, MappingProxyType({"x": 2}))])["x|60000|s"] == [T0, 2]
+
+
+def test_a_state_folds_only_with_a_plan_of_the_same_series() -> None:
+    state = _sum_plan().decode(None)
+    _sum_plan().fold(state, [(0, 1, T0, {"x": 1})])  # another plan object, same series: fine
+    with pytest.raises(ValueError, match="decoded for other series"):
+        _last_plan().fold(state, [(0, 1, T0, {"y": 1})])
+    with pytest.raises(ValueError, match="decoded for other series"):
+        _last_plan().encode(state)
 
 
 def test_nulls_are_skipped_and_an_all_null_series_is_not_stored() -> None:
@@ -96,7 +149,8 @@ def test_decode_drops_series_the_plan_no_longer_keeps_and_refuses_what_is_not_ti
     assert decode_tiles(_sum_plan().encode(_sum_plan().decode(stored))) == {"newest": T0, "x|60000|s": [T0, 3]}
     for blob, message in ((b"\x81\xa5x", "not MessagePack"), (msgpack.encode([1]), "not a MessagePack map"),
                           (msgpack.encode({"x|60000|s": [T0]}), "not whole tiles"),
-                          (msgpack.encode({"x|60000|s": ["t", 1]}), "not an int")):
+                          (msgpack.encode({"x|60000|s": ["t", 1]}), "not an int"),
+                          (msgpack.encode({"newest": "t"}), "newest that is not an int")):
         with pytest.raises(ValueError, match=message):
             _sum_plan().decode(blob)
 

@@ -12,10 +12,10 @@ from msgspec import msgpack
 
 from featurestream.definitions import AggregationSpec, StreamSourceSpec, StreamViewSpec
 from featurestream.online.reader import WindowReader
-from featurestream.online.series import LAST_KEY, order_key, view_series
+from featurestream.online.series import LAST_KEY, view_series
 from featurestream.windows.aggregations import COMPONENTS
 from featurestream.windows.tiles import tile_start, validate_window, window_bounds, window_tiles
-from tests.partials import accumulate
+from tests.partials import accumulate, order_key
 from tests.reference import agrees, ref_window
 
 MINUTE = 60_000
