@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurestream_native import SessionFold
+from featurestream_native import EntityEvents, SessionFold
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.windows import sessions
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, EntityEvents, StateBatch, last_offsets
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
 from materializers.stream.state_cache import StoredState
 
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
@@ -35,11 +35,10 @@ class SessionBatch(StateBatch):
         return sessions.decode(blob) if blob else []
 
     def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        fresh = self.events.fresh(entity, stored.applied)
-        if not fresh:
-            return None
         state = stored.state
-        self._fold.fold(state, fresh)
+        offsets = self._fold.fold(state, self.events, entity, stored.applied)
+        if offsets is None:
+            return None
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
-        return state, sessions.encode(state), last_offsets(fresh)
+        return state, sessions.encode(state), offsets

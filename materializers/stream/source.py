@@ -7,12 +7,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from featurestream_native import EntityEvents
+
 from featurestream.definitions import StreamSourceSpec, StreamViewSpec
 from materializers.stream.decode import LATE, Decoder, Rejected
 from materializers.stream.event_log import EventLogWriter
 from materializers.stream.progress import PartitionProgress
 from materializers.stream.session_batch import SessionBatch
-from materializers.stream.state_batch import EntityEvents
 from materializers.stream.tile_batch import TileBatch
 
 UDF_ERROR = "udf_error"

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurestream_native import TilePlan, TileState
+from featurestream_native import EntityEvents, TilePlan, TileState
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import retention_ms, series_retention_ms, view_series
-from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, EntityEvents, StateBatch, last_offsets
+from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
 from materializers.stream.state_cache import StoredState
 
 
@@ -40,10 +40,9 @@ class TileBatch(StateBatch):
         return self._plan.decode(blob)
 
     def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        fresh = self.events.fresh(entity, stored.applied)
-        if not fresh:
-            return None
         # Tiles are kept relative to the newest event ever applied (a batch from a lagging partition
         # may hold only old events), which the state records.
-        self._plan.fold(stored.state, fresh)
-        return stored.state, self._plan.encode(stored.state), last_offsets(fresh)
+        offsets = self._plan.fold(stored.state, self.events, entity, stored.applied)
+        if offsets is None:
+            return None
+        return stored.state, self._plan.encode(stored.state), offsets

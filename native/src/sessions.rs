@@ -7,9 +7,9 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString};
 
-use crate::tiles::{order_key, Event};
+use crate::events::{last_offsets, EntityEvents, Event};
 
 const START: usize = 0;
 const LAST: usize = 1;
@@ -105,21 +105,26 @@ impl SessionFold {
         })
     }
 
-    /// Apply `events` ((partition, offset, event time, row), in arrival order) to `state`, in place.
-    fn fold(&self, py: Python<'_>, state: &Bound<'_, PyList>, events: &Bound<'_, PyList>) -> PyResult<()> {
-        for event in events.iter() {
-            let event = Event::parse(event.downcast_into::<PyTuple>()?)?;
+    /// Apply the entity's events past `applied` (partition -> last offset applied) to `state`, in place; the
+    /// last offset applied per partition, or None when every event was applied before.
+    fn fold<'py>(&self, py: Python<'py>, state: &Bound<'py, PyList>, events: &Bound<'py, EntityEvents>,
+                 entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let fresh = events.borrow().fresh_events(py, entity, applied)?;
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        for event in &fresh {
             let session = self.session_of(py, state, event.ts)?;
             let count: Bound<'_, PyAny> = session.get_item(COUNT)?;
             session.set_item(COUNT, count.add(1)?)?;
             let aggs = session.get_item(AGGS)?.downcast_into::<PyDict>()?;
             for aggregation in &self.aggregations {
                 if let Some(value) = event.value(aggregation.column.bind(py))? {
-                    self.accumulate(py, &aggs, aggregation, &value, &event)?;
+                    self.accumulate(py, &aggs, aggregation, &value, event)?;
                 }
             }
         }
-        Ok(())
+        last_offsets(py, &fresh).map(Some)
     }
 }
 
@@ -206,7 +211,7 @@ impl SessionFold {
                 }
             }
             Function::Last => {
-                let key = PyString::new(py, &order_key(event));
+                let key = PyString::new(py, &event.order_key());
                 let newer = match partial.get_item(c.lk.bind(py))? {
                     Some(held) if !held.is_none() => key.gt(&held)?,
                     _ => true,

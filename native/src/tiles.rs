@@ -12,9 +12,11 @@ use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
+
+use crate::events::{last_offsets, EntityEvents, Event};
 use rmpv::Value as Packed;
 
 /// How a series' value slot merges (`featurestream.online.series.SLOT_KINDS`).
@@ -179,61 +181,6 @@ struct Series {
     contribution: Contribution,
 }
 
-/// One event as the folds read it: partition, offset, event time (ms) and the row.
-pub(crate) struct Event<'py> {
-    partition: i64,
-    offset: i64,
-    pub(crate) ts: i64,
-    row: Bound<'py, PyAny>,
-}
-
-impl<'py> Event<'py> {
-    /// From the batch's (partition, offset, event time, row) tuple.
-    pub(crate) fn parse(event: Bound<'py, PyTuple>) -> PyResult<Self> {
-        Ok(Event {
-            partition: event.get_item(0)?.extract()?,
-            offset: event.get_item(1)?.extract()?,
-            ts: event.get_item(2)?.extract()?,
-            row: event.get_item(3)?,
-        })
-    }
-
-    /// The row's value of `column` (None when null); a row without the column is a KeyError.
-    /// A udf may return any mapping; a dict is read without a method call.
-    pub(crate) fn value(&self, column: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let value = match self.row.downcast::<PyDict>() {
-            Ok(row) => match row.get_item(column)? {
-                Some(value) => value,
-                None => return Err(PyKeyError::new_err(column.clone().unbind())),
-            },
-            Err(_) => self.row.get_item(column)?,
-        };
-        Ok(if value.is_none() { None } else { Some(value) })
-    }
-}
-
-/// Fixed width, so string order is (event time, partition, offset) order: `series.order_key`'s format.
-pub(crate) fn order_key(event: &Event) -> String {
-    if event.ts < 0 || event.partition < 0 || event.offset < 0 {
-        return format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset);
-    }
-    // Digits written by hand: `format!` with widths took 200 ns, most of a `last` series' fold.
-    let mut key = [b'0'; 40];
-    for (mut number, end, width) in [(event.ts, 15, 15), (event.partition, 21, 6), (event.offset, 40, 19)] {
-        let mut at = end;
-        while number > 0 && at > end - width {
-            at -= 1;
-            key[at] = b'0' + (number % 10) as u8;
-            number /= 10;
-        }
-        if number > 0 {
-            // Wider than its field: as Python's format, which never truncates.
-            return format!("{:015}{:06}{:019}", event.ts, event.partition, event.offset);
-        }
-    }
-    key.iter().map(|&digit| digit as char).collect()
-}
-
 const NEWEST: &str = "newest";
 
 /// A windowed view's series, parsed once: the decoding, the fold and the encoding of an entity's tiles.
@@ -336,16 +283,17 @@ impl TilePlan {
         Ok(state)
     }
 
-    /// Merge `events` ((partition, offset, event time, row), in arrival order) into `state`, then drop the
-    /// tiles that left every window as of the newest event time ever applied.
-    fn fold(&self, py: Python<'_>, state: &Bound<'_, TileState>, events: &Bound<'_, PyList>) -> PyResult<()> {
-        let mut parsed = Vec::with_capacity(events.len());
-        for event in events.iter() {
-            parsed.push(Event::parse(event.downcast_into::<PyTuple>()?)?);
+    /// Merge the entity's events past `applied` (partition -> last offset applied) into `state`, then drop the
+    /// tiles that left every window as of the newest event time ever applied; the last offset applied per
+    /// partition, or None when every event was applied before.
+    fn fold<'py>(&self, py: Python<'py>, state: &Bound<'py, TileState>, events: &Bound<'py, EntityEvents>,
+                 entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let parsed = events.borrow().fresh_events(py, entity, applied)?;
+        if parsed.is_empty() {
+            return Ok(None);
         }
         let mut state = self.own(state.try_borrow_mut()?)?;
-        let newest = parsed.iter().map(|e| e.ts).chain(state.newest).max();
-        let Some(newest) = newest else { return Ok(()) };
+        let newest = parsed.iter().map(|e| e.ts).chain(state.newest).max().unwrap_or_default();
         state.newest = Some(newest);
         for (series, tiles) in self.series.iter().zip(state.series.iter_mut()) {
             let cutoff = newest - series.span;
@@ -362,7 +310,7 @@ impl TilePlan {
                 }
             }
         }
-        Ok(())
+        last_offsets(py, &parsed).map(Some)
     }
 
     /// The state's encoding, as the reader decodes it (`featurestream.online.series.decode_tiles`).
@@ -434,7 +382,7 @@ impl TilePlan {
                     tiles.starts.insert(at, start);
                     tiles.values.insert(at, value);
                     if series.kind == Kind::Last {
-                        tiles.keys.insert(at, order_key(event));
+                        tiles.keys.insert(at, event.order_key());
                     }
                 }
                 Ok(at) => {
@@ -447,7 +395,7 @@ impl TilePlan {
                             }
                         }
                         Kind::Last => {
-                            let key = order_key(event);
+                            let key = event.order_key();
                             if key > tiles.keys[at] {
                                 *held = value;
                                 tiles.keys[at] = key;

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from featurestream_native import SessionFold, TilePlan
+from featurestream_native import EntityEvents, SessionFold, TilePlan
 from msgspec import msgpack
 
 from featurestream.online.series import decode_tiles
@@ -18,15 +18,29 @@ from tests.partials import order_key
 
 MINUTE = 60_000
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % MINUTE
+ENTITY = (7,)
 
 
 def _sum_plan() -> TilePlan:
     return TilePlan([("x|60000|s", "x", MINUTE, 60 * MINUTE, "add", 2, "s")])
 
 
+def _batch(events: list[tuple[int, int, int, Any]]) -> EntityEvents:
+    """One entity's events, (partition, offset, event time, row) in arrival order."""
+    batch = EntityEvents()
+    for partition, offset, ts, row in events:
+        batch.add(ENTITY, partition, offset, ts, row)
+    return batch
+
+
+def _fold_into(fold: Any, state: Any, events: list[tuple[int, int, int, Any]]) -> dict[int, int] | None:
+    """Fold all the events (nothing applied before) with a TilePlan's or SessionFold's fold."""
+    return fold(state, _batch(events), ENTITY, {partition: -1 for partition, *_ in events})
+
+
 def _fold_state(plan: TilePlan, events: list[tuple[int, int, int, Any]], blob: bytes | None = None) -> Any:
     state = plan.decode(blob)
-    plan.fold(state, events)
+    _fold_into(plan.fold, state, events)
     return state
 
 
@@ -97,9 +111,9 @@ def test_rows_may_be_any_mapping() -> None:
 
 def test_a_state_folds_only_with_a_plan_of_the_same_series() -> None:
     state = _sum_plan().decode(None)
-    _sum_plan().fold(state, [(0, 1, T0, {"x": 1})])  # another plan object, same series: fine
+    _fold_into(_sum_plan().fold, state, [(0, 1, T0, {"x": 1})])  # another plan object, same series: fine
     with pytest.raises(ValueError, match="decoded for other series"):
-        _last_plan().fold(state, [(0, 1, T0, {"y": 1})])
+        _fold_into(_last_plan().fold, state, [(0, 1, T0, {"y": 1})])
     with pytest.raises(ValueError, match="decoded for other series"):
         _last_plan().encode(state)
 
@@ -160,8 +174,8 @@ def test_a_tile_starting_exactly_span_before_the_newest_event_is_dropped_or_neve
     kept = {"newest": later, "x|60000|s": [later, 2]}
     plan = _sum_plan()
     state = plan.decode(None)
-    plan.fold(state, [(0, 1, T0, {"x": 1})])
-    plan.fold(state, [(0, 2, later, {"x": 2})])
+    _fold_into(plan.fold, state, [(0, 1, T0, {"x": 1})])
+    _fold_into(plan.fold, state, [(0, 2, later, {"x": 2})])
     assert decode_tiles(plan.encode(state)) == kept
     assert _fold(plan, [(0, 2, later, {"x": 2}), (0, 3, T0, {"x": 1})]) == kept
 
@@ -176,9 +190,38 @@ def test_a_session_fold_refuses_an_unknown_function_or_a_gap_that_is_not_positiv
 def test_a_session_fold_raises_key_error_for_a_row_without_the_column_and_sums_ints_exactly() -> None:
     fold = SessionFold([("s", "sum", "x")], MINUTE, absorb)
     with pytest.raises(KeyError, match="'x'"):
-        fold.fold([], [(0, 1, T0, {"y": 1})])
+        _fold_into(fold.fold, [], [(0, 1, T0, {"y": 1})])
     state: list = []
     big = 2**62 + 1
-    fold.fold(state, [(0, 1, T0, {"x": big}), (0, 2, T0 + 1, {"x": big})])
+    _fold_into(fold.fold, state, [(0, 1, T0, {"x": big}), (0, 2, T0 + 1, {"x": big})])
     assert state == [[T0, T0 + 1, 2, {"s": {"s": 2 * big}}]]
     assert type(state[0][3]["s"]["s"]) is int
+
+
+def test_entity_events_keep_arrival_order_and_ascending_partitions() -> None:
+    batch = EntityEvents()
+    for entity, partition, offset in [((2,), 3, 10), ((1,), 1, 5), ((2,), 0, 7), ((2,), 3, 11)]:
+        batch.add(entity, partition, offset, T0 + offset, {"x": offset})
+    assert len(batch) == 2 and batch.entities() == [(2,), (1,)]
+    assert batch.partitions((2,)) == [0, 3] and batch.partitions((1,)) == [1]
+    assert [e[:3] for e in batch.fresh((2,), {0: -1, 3: 10})] == [(0, 7, T0 + 7), (3, 11, T0 + 11)]
+    with pytest.raises(KeyError):
+        batch.partitions((9,))
+    with pytest.raises(KeyError, match="no applied offset given for partition 3"):
+        batch.fresh((2,), {0: -1})
+
+
+def test_a_fold_applies_only_events_past_the_stored_offsets_and_returns_the_new_fences() -> None:
+    """A replay after a crash: events at or below a partition's applied offset were counted before."""
+    batch = EntityEvents()
+    for partition, offset in [(0, 4), (1, 8), (0, 5), (1, 9), (0, 6)]:
+        batch.add(ENTITY, partition, offset, T0 + offset, {"x": 1})
+    plan = _sum_plan()
+    state = plan.decode(None)
+    assert plan.fold(state, batch, ENTITY, {0: 5, 1: 7}) == {0: 6, 1: 9}
+    assert decode_tiles(plan.encode(state))["x|60000|s"] == [T0, 3]  # offsets 8, 9 and 6
+    assert plan.fold(state, batch, ENTITY, {0: 6, 1: 9}) is None
+    sessions: list = []
+    fold = SessionFold([("s", "sum", "x")], MINUTE, absorb)
+    assert fold.fold(sessions, batch, ENTITY, {0: 4, 1: 9}) == {0: 6}
+    assert sessions[0][2] == 2  # offsets 5 and 6

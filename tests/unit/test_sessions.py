@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from featurestream_native import SessionFold
+from featurestream_native import EntityEvents, SessionFold
 
 from featurestream.windows.sessions import (
     COUNT,
@@ -35,7 +35,9 @@ FOLD = SessionFold(AGGREGATIONS, GAP, absorb)
 
 def apply(state: SessionState, e: dict[str, Any]) -> SessionState:
     row = {column: e.get(column) for column, _ in AGGS.values()}
-    FOLD.fold(state, [(e["partition"], e["offset"], e["ts"], row)])
+    events = EntityEvents()
+    events.add((1,), e["partition"], e["offset"], e["ts"], row)
+    FOLD.fold(state, events, (1,), {e["partition"]: -1})
     return state
 
 
@@ -195,7 +197,9 @@ def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> N
 
 def test_encode_is_compact_and_keeps_the_string_order_keys() -> None:
     state: SessionState = []
-    SessionFold([("n", "count", "x"), ("l", "last", "y")], GAP, absorb).fold(state, [(0, 7, 5, {"x": "a", "y": 2.5})])
+    events = EntityEvents()
+    events.add((1,), 0, 7, 5, {"x": "a", "y": 2.5})
+    SessionFold([("n", "count", "x"), ("l", "last", "y")], GAP, absorb).fold(state, events, (1,), {0: -1})
     data = encode(state)
     assert data == b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"000000000000005000000' \
                    b'0000000000000000007"}}]]'
