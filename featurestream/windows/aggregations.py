@@ -12,7 +12,7 @@ keep its partials as a flat run of slots (`merge_slots`):
 
 The order key of `last` is a totally ordered value consistent with (ts_ms,
 partition, offset): the stream materializer stores a fixed-width string of the three
-(`native/src/tiles.rs`, `order_key`); the tests also use the tuple. One partial must not mix the two.
+(`native/src/events.rs`, `Event::order_key`); the tests also use the tuple. One partial must not mix the two.
 
 The empty partial `{}` is the identity of `merge`. Nulls are ignored as in SQL.
 """

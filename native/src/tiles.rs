@@ -6,7 +6,8 @@
 //! as Python lists and numbers, following its pointers cost more than the arithmetic.
 //!
 //! Values merge as in Python: an int sum stays an int (one that leaves 64 bits is an error: MessagePack
-//! could not hold it), a float makes it a float, ints compare with floats by value, strings with strings.
+//! could not hold it), a float makes it a float; values of one kind compare here, any others by Python's
+//! own `<` and `>`.
 
 use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
@@ -36,7 +37,8 @@ enum Contribution {
     Square,
 }
 
-/// A tile's value. `Other` holds what only `last` keeps and no arithmetic reads (a datetime, say), encoded.
+/// A tile's value. `Other` holds, encoded, what no arithmetic reads (a datetime, an int past 63 bits): `last`
+/// keeps it, `min` and `max` compare it in Python.
 #[derive(Clone, Debug, PartialEq)]
 enum Value {
     Int(i64),
@@ -141,7 +143,10 @@ impl Value {
     fn unpack(packed: Packed) -> PyResult<Value> {
         Ok(match packed {
             // An unsigned int past 63 bits (old code let sums reach it) is kept as it is, for `last`, `min`, `max`.
-            Packed::Integer(i) if i.as_i64().is_some() => Value::Int(i.as_i64().unwrap_or_default()),
+            Packed::Integer(i) => match i.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Other(Packed::Integer(i)),
+            },
             Packed::F64(f) => Value::Float(f),
             Packed::F32(f) => Value::Float(f as f64),
             Packed::Boolean(b) => Value::Bool(b),
@@ -178,6 +183,8 @@ struct Series {
     /// A tile starting at or before the newest event time minus this has left every window.
     span: i64,
     kind: Kind,
+    /// A tile's length in the flat encoding: its start and its slots.
+    stride: usize,
     contribution: Contribution,
 }
 
@@ -219,7 +226,7 @@ impl TilePlan {
                 )));
             }
             let column = PyString::intern(py, &column).unbind();
-            parsed.push(Series { name, column, slide, span, kind, contribution });
+            parsed.push(Series { name, column, slide, span, kind, stride, contribution });
         }
         let mut hasher = DefaultHasher::new();
         for series in &parsed {
@@ -260,7 +267,7 @@ impl TilePlan {
             let Packed::Array(flat) = value else {
                 return Err(PyValueError::new_err(format!("stored series {name} is not an array")));
             };
-            let stride = if self.series[at].kind == Kind::Last { 3 } else { 2 };
+            let stride = self.series[at].stride;
             if flat.len() % stride != 0 {
                 return Err(PyValueError::new_err(format!("stored series {name} is not whole tiles")));
             }
@@ -327,13 +334,12 @@ impl TilePlan {
             if tiles.starts.is_empty() {
                 continue;
             }
-            let last = series.kind == Kind::Last;
             let _ = rmp::encode::write_str(&mut out, &series.name);
-            let _ = rmp::encode::write_array_len(&mut out, (tiles.starts.len() * if last { 3 } else { 2 }) as u32);
+            let _ = rmp::encode::write_array_len(&mut out, (tiles.starts.len() * series.stride) as u32);
             for (at, (start, value)) in tiles.starts.iter().zip(&tiles.values).enumerate() {
                 let _ = rmp::encode::write_sint(&mut out, *start);
                 value.pack(&mut out);
-                if last {
+                if series.kind == Kind::Last {
                     let _ = rmp::encode::write_str(&mut out, &tiles.keys[at]);
                 }
             }
