@@ -60,6 +60,17 @@ def test_optional_columns_may_be_absent_and_times_naive_or_epoch_ms() -> None:
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2999-01-01T00:00:00Z"}', BAD_TIMESTAMP),
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": "1970-01-01T00:00:00Z"}', BAD_TIMESTAMP),
         (b'{"user_id": 1, "item_id": 1, "event_timestamp": 1700000000}', BAD_TIMESTAMP),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": 1795000000000.5}', BAD_TIMESTAMP),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": true}', BAD_TIMESTAMP),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2026-02-29T10:00:00Z"}', BAD_TIMESTAMP),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00+25:00"}', BAD_TIMESTAMP),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"} trailing', UNDECODABLE),
+        (b'{"user_id": 1, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"', UNDECODABLE),
+        (b'{"user_id": true, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": 1, "item_id": 1, "price": [1], "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": 1, "item_id": 1, "event_id": {"a": 1}, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": 1, "item_id": 1, "event_id": 7, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
+        (b'{"user_id": 9223372036854775808, "item_id": 1, "event_timestamp": "2026-11-26T10:00:00Z"}', WRONG_TYPE),
     ],
 )
 def test_bad_records_get_their_reason(record: bytes, reason: str) -> None:
@@ -77,3 +88,43 @@ def test_the_future_bound_follows_the_clock_given() -> None:
         DECODER.decode(record, now_ms)
     assert caught.value.reason == BAD_TIMESTAMP
     assert DECODER.decode(record, now_ms + 3_600_000)[1] == now_ms + 25 * 3_600_000
+
+
+def test_offsets_and_separators_name_the_same_instant_in_utc() -> None:
+    expected = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
+    for stamp in (b"2026-11-26T12:00:00.1239+02:00", b"2026-11-26 09:30:00.123-00:30", b"2026-11-26t10:00:00.123z",
+                  b"2026-11-26T07:00:00.123-0300"):
+        row, ts = DECODER.decode(b'{"user_id":3,"item_id":5,"event_timestamp":"%s"}' % stamp)
+        assert ts == int(expected.timestamp() * 1000), stamp
+        assert row["event_timestamp"] == expected and row["event_timestamp"].utcoffset().total_seconds() == 0
+
+
+def test_values_are_coerced_only_where_the_schema_allows() -> None:
+    """Integers are doubles where a double is expected; the last of repeated keys wins; escaped keys match."""
+    row, _ = DECODER.decode(b'{"user_id":1,"us\\u0065r_id":4,"item_id":9223372036854775807,"price":18446744073709551616,'
+                            b'"event_type":"caf\\u00e9","event_timestamp":"2026-11-26T10:00:00Z"}')
+    assert row["user_id"] == 4 and row["item_id"] == 2**63 - 1
+    assert row["price"] == float(2**64) and isinstance(row["price"], float)
+    assert row["event_type"] == "caf\u00e9"
+
+
+def test_other_timestamp_columns_take_iso_text_or_epoch_ms() -> None:
+    decoder = Decoder({"id": "bigint", "seen": "timestamp", "flag": "boolean", "event_timestamp": "timestamp"},
+                      "event_timestamp", ("id",))
+    row, _ = decoder.decode(b'{"id":1,"seen":"1999-01-01T00:00:00Z","flag":false,"event_timestamp":"2026-11-26T10:00:00Z"}')
+    assert row["seen"] == datetime(1999, 1, 1, tzinfo=UTC) and row["flag"] is False
+    row, _ = decoder.decode(b'{"id":1,"seen":1000,"event_timestamp":"2026-11-26T10:00:00Z"}')
+    assert row["seen"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) and row["flag"] is None
+    for seen in (b'"soon"', b"1.5", b"99999999999999999"):
+        with pytest.raises(Rejected) as caught:
+            decoder.decode(b'{"id":1,"seen":%s,"event_timestamp":"2026-11-26T10:00:00Z"}' % seen)
+        assert caught.value.reason == WRONG_TYPE and "seen" in caught.value.detail
+
+
+def test_a_schema_the_decoder_cannot_check_is_refused_up_front() -> None:
+    with pytest.raises(ValueError, match="unknown type 'decimal'"):
+        Decoder({"id": "decimal", "ts": "timestamp"}, "ts", ())
+    with pytest.raises(ValueError, match="no timestamp column ts"):
+        Decoder({"id": "bigint", "ts": "string"}, "ts", ())
+    with pytest.raises(ValueError, match="no column for the key user"):
+        Decoder({"id": "bigint", "ts": "timestamp"}, "ts", ("user",))
