@@ -270,3 +270,28 @@ def check_state(redis_client: Any, repo: Path, accepted: list[dict[str, Any]]) -
     offsets = [(r["_partition"], r["_offset"]) for r in logged]
     assert len(offsets) == len(set(offsets)), "an event was logged twice"
     assert sorted(offsets) == sorted((e["partition"], e["offset"]) for e in accepted)
+
+
+class FakeMessage:
+    """What `Consumer.consume` returns, as far as the runner reads it."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None, error: object = None) -> None:
+        self._fields = topic, partition, offset, value, error
+
+    def topic(self) -> str:
+        return self._fields[0]
+
+    def partition(self) -> int:
+        return self._fields[1]
+
+    def offset(self) -> int:
+        return self._fields[2]
+
+    def value(self) -> bytes | None:
+        return self._fields[3]
+
+    def error(self) -> object:
+        return self._fields[4]
+
+    def key(self) -> None:
+        return None

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from featurestream_native import (
     BAD_TIMESTAMP,
+    LATE,
     MISSING_KEY,
     MISSING_TIMESTAMP,
+    UDF_ERROR,
     UNDECODABLE,
     WRONG_TYPE,
     RowDecoder,
 )
 
-__all__ = ["BAD_TIMESTAMP", "LATE", "MISSING_KEY", "MISSING_TIMESTAMP", "UNDECODABLE", "WRONG_TYPE", "Decoder",
-           "Rejected"]
-
-LATE = "late"  # the other dead-letter reason: decoding cannot tell, the watermark does
+# Every dead-letter reason (the `reason` header and the metric label), though a watermark finds LATE and a
+# udf UDF_ERROR.
+__all__ = ["BAD_TIMESTAMP", "LATE", "MISSING_KEY", "MISSING_TIMESTAMP", "UDF_ERROR", "UNDECODABLE", "WRONG_TYPE",
+           "Decoder", "Rejected"]
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01: anything earlier is a unit mistake, not an event
 MAX_TS_MS = 32_503_680_000_000  # year 3000, for epoch numbers

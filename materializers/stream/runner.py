@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from featurestream_native import route
 
 from featurestream.definitions import RepoSpecs, StreamViewSpec
 from materializers.stream import metrics
@@ -195,28 +196,25 @@ class StreamMaterializer:
     def _hand_over(self, messages: list[Any]) -> None:
         """Decode and route a micro-batch, then hand it to the writer thread."""
         began = time.perf_counter()
-        handled = 0
-        accepted = dict.fromkeys(self.pipelines, 0)
+        handled = len(messages)
         now_ms = time.time_ns() // 1_000_000
-        for message in messages:
-            error = message.error()
-            if error is not None:
+        routes = [(topic, p.router, p.partitions) for topic, p in self.pipelines.items()]
+        start = 0
+        while start < len(messages):
+            start, refused = route(messages, start, now_ms, routes, PartitionProgress)
+            for message, reason, detail in refused:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                self.dead_letters.send(topic, partition, offset, message.key(), message.value(), reason, detail)
+                metrics.DEAD_LETTERS.labels(topic, reason).inc()
+            if start < len(messages):  # stopped at a message that carries a Kafka error
+                error = messages[start].error()
                 if error.fatal():
                     raise KafkaException(error)
                 log.warning("Kafka: %s", error)
-                continue
-            topic = message.topic()
-            partition, offset = message.partition(), message.offset()
-            rejected = self.pipelines[topic].handle(partition, offset, message.value(), now_ms)
-            if rejected is not None:
-                reason, detail = rejected
-                self.dead_letters.send(topic, partition, offset, message.key(), message.value(), reason, detail)
-                metrics.DEAD_LETTERS.labels(topic, reason).inc()
-            else:
-                accepted[topic] += 1
-            handled += 1
-        for topic, count in accepted.items():
-            metrics.EVENTS.labels(topic).inc(count)
+                handled -= 1
+                start += 1
+        for topic, pipeline in self.pipelines.items():
+            metrics.EVENTS.labels(topic).inc(pipeline.router.accepted)
         newest = {p.topic: p.newest_ts for p in self.pipelines.values() if p.newest_ts}
         tiles: list[TileBatch] = []
         sessions: list[SessionBatch] = []

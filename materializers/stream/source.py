@@ -1,22 +1,26 @@
-"""Everything the materializer does for one Kafka source: decode, watermark, udf, dispatch to views."""
+"""Everything the materializer does for one Kafka source: decode, watermark, udf, dispatch to views.
+
+The per-record path is native (`native/src/router.rs`), one `Router` per micro-batch:
+per record, a watermark check against its partition's progress (late records are
+dead-lettered), every udf, then the event log and the events of the views the udf
+feeds, so a record refused by a udf leaves no trace. The consumer hands it whole
+micro-batches (`route`), the rebuild decoded rows (`apply`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from featurestream_native import EntityEvents
+from featurestream_native import EntityEvents, Router
 
 from featurestream.definitions import StreamSourceSpec, StreamViewSpec
-from materializers.stream.decode import LATE, Decoder, Rejected
+from materializers.stream.decode import Decoder
 from materializers.stream.event_log import EventLogWriter
 from materializers.stream.progress import PartitionProgress
 from materializers.stream.session_batch import SessionBatch
 from materializers.stream.tile_batch import TileBatch
-
-UDF_ERROR = "udf_error"
 
 
 class SourcePipeline:
@@ -38,17 +42,20 @@ class SourcePipeline:
         for view in views:
             groups.setdefault(id(view.udf), (view.udf, []))[1].append(view)
         self._udf_groups = list(groups.values())
-        self.newest_ts = 0
+        self._newest_before = 0
         self.new_batch()
+
+    @property
+    def newest_ts(self) -> int:
+        """The newest event time accepted so far (0: none yet)."""
+        return max(self._newest_before, self.router.newest)
 
     def new_batch(self) -> None:
         """Fresh view batches; the filled ones belong to whoever writes them to Redis."""
         self.tiles: dict[str, TileBatch] = {}
         self.sessions: dict[str, SessionBatch] = {}
-        # Per udf group: (entity key getter, `add` of the events its views keyed so share), resolved once per
-        # batch, not per event.
-        self._sinks = []
-        for _, views in self._udf_groups:
+        groups = []
+        for udf, views in self._udf_groups:
             by_keys: dict[tuple[str, ...], EntityEvents] = {}
             for view in views:
                 events = by_keys.setdefault(view.join_keys, EntityEvents())
@@ -56,50 +63,33 @@ class SourcePipeline:
                     self.sessions[view.name] = SessionBatch(self.project, view, events)
                 else:
                     self.tiles[view.name] = TileBatch(self.project, view, events)
-            self._sinks.append([(_key_getter(keys), events.add) for keys, events in by_keys.items()])
+            groups.append((udf, [(list(keys), events) for keys, events in by_keys.items()]))
+        self.router = Router(self.decoder, self.lateness_ms, groups,
+                             self.event_log.append if self.event_log is not None else None)
 
     def take_batches(self) -> tuple[list[TileBatch], list[SessionBatch]]:
         """The micro-batch's non-empty view batches, handed over; the pipeline starts a new micro-batch."""
         filled = [b for b in self.tiles.values() if len(b)], [b for b in self.sessions.values() if len(b)]
+        self._newest_before = self.newest_ts
         self.new_batch()
         return filled
+
+    def progress(self, partition: int) -> PartitionProgress:
+        progress = self.partitions.get(partition)
+        if progress is None:
+            progress = self.partitions[partition] = PartitionProgress()
+        return progress
 
     def handle(self, partition: int, offset: int, value: bytes | None, now_ms: int) -> tuple[str, str] | None:
         """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered.
 
         `now_ms`: the wall clock, read once per micro-batch, that bounds plausible event times."""
-        progress = self.partitions.get(partition)
-        if progress is None:
-            progress = self.partitions[partition] = PartitionProgress()
-        progress.offset = offset
-        try:
-            row, ts_ms = self.decoder.decode(value, now_ms)
-        except Rejected as rejected:
-            return rejected.reason, rejected.detail
-        return self.apply(progress, partition, offset, row, ts_ms)
+        return self.router.handle(self.progress(partition), partition, offset, value, now_ms)
 
     def apply(self, progress: PartitionProgress, partition: int, offset: int, row: dict[str, Any],
               ts_ms: int) -> tuple[str, str] | None:
-        """Apply one decoded row (live records, or the event log's during a rebuild); None when accepted."""
-        watermark = progress.max_ts - self.lateness_ms
-        if ts_ms < watermark:
-            return LATE, f"event time {ts_ms} ms is {watermark - ts_ms} ms behind the watermark {watermark}"
-        derived = []
-        for (udf, _), sinks in zip(self._udf_groups, self._sinks, strict=True):
-            try:
-                derived.append((udf(row) if udf is not None else row, sinks))
-            except Exception as exc:  # a udf bug on one event must not stop the partition
-                return UDF_ERROR, f"{type(exc).__name__}: {exc}"
-        if ts_ms > progress.max_ts:
-            progress.max_ts = ts_ms
-        if ts_ms > self.newest_ts:
-            self.newest_ts = ts_ms
-        if self.event_log is not None:
-            self.event_log.append(partition, offset, row, ts_ms)
-        for out, sinks in derived:
-            for entity_of, add in sinks:
-                add(entity_of(out), partition, offset, ts_ms, out)
-        return None
+        """Apply one decoded row (the event log's during a rebuild); None when accepted."""
+        return self.router.apply(progress, partition, offset, row, ts_ms)
 
 
 def views_by_topic(views: list[StreamViewSpec]) -> dict[str, list[StreamViewSpec]]:
@@ -109,11 +99,3 @@ def views_by_topic(views: list[StreamViewSpec]) -> dict[str, list[StreamViewSpec
         by_topic.setdefault(view.source.topic, []).append(view)
     return by_topic
 
-
-def _key_getter(join_keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """The entity key of a row as a tuple, whatever the number of join keys."""
-    if len(join_keys) == 1:
-        (only,) = join_keys
-        return lambda row: (row[only],)
-    getter = itemgetter(*join_keys)
-    return lambda row: getter(row)

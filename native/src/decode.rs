@@ -241,7 +241,7 @@ impl RowDecoder {
     }
 }
 
-enum Reject {
+pub(crate) enum Reject {
     Record(&'static str, String),
     Python(PyErr),
 }
@@ -253,7 +253,7 @@ impl From<PyErr> for Reject {
 }
 
 impl RowDecoder {
-    fn row<'py>(&self, py: Python<'py>, value: Option<&[u8]>, now_ms: Option<i64>) -> Result<(Bound<'py, PyDict>, i64), Reject> {
+    pub(crate) fn row<'py>(&self, py: Python<'py>, value: Option<&[u8]>, now_ms: Option<i64>) -> Result<(Bound<'py, PyDict>, i64), Reject> {
         let bytes = value.filter(|v| !v.is_empty()).ok_or(Reject::Record(UNDECODABLE, "empty message".into()))?;
         let mut parser = serde_json::Deserializer::from_slice(bytes);
         let values = RecordSeed(&self.columns)

@@ -74,7 +74,7 @@ impl EntityEvents {
         EntityEvents { positions: PyDict::new(py).unbind(), entities: Vec::new(), events: Vec::new(), partitions: Vec::new() }
     }
 
-    fn add(&mut self, py: Python<'_>, entity: Bound<'_, PyAny>, partition: i64, offset: i64, ts_ms: i64,
+    pub(crate) fn add(&mut self, py: Python<'_>, entity: Bound<'_, PyAny>, partition: i64, offset: i64, ts_ms: i64,
            row: Bound<'_, PyAny>) -> PyResult<()> {
         let positions = self.positions.bind(py);
         let at = match positions.get_item(&entity)? {

@@ -1,19 +1,23 @@
 //! Kernels of the stream materializer that run once per event, where Python's interpreter was the
-//! bottleneck (see docs/BENCHMARKS.md): records' decoding, a micro-batch's events per entity, windows' tiles
-//! and sessions.
+//! bottleneck (see docs/BENCHMARKS.md): records' decoding and routing, a micro-batch's events per entity,
+//! windows' tiles and sessions.
 //! Built and installed by `make install`.
 
 use pyo3::prelude::*;
 
 mod decode;
 mod events;
+mod router;
 mod sessions;
 mod tiles;
 
 #[pymodule]
 fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decode::RowDecoder>()?;
-    for reason in [decode::UNDECODABLE, decode::MISSING_KEY, decode::MISSING_TIMESTAMP, decode::WRONG_TYPE, decode::BAD_TIMESTAMP] {
+    m.add_class::<router::Router>()?;
+    m.add_function(wrap_pyfunction!(router::route, m)?)?;
+    for reason in [decode::UNDECODABLE, decode::MISSING_KEY, decode::MISSING_TIMESTAMP, decode::WRONG_TYPE,
+                   decode::BAD_TIMESTAMP, router::LATE, router::UDF_ERROR] {
         m.add(reason.to_uppercase(), reason)?;
     }
     m.add_class::<events::EntityEvents>()?;

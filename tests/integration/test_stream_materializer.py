@@ -16,7 +16,7 @@ from materializers.stream.progress import PartitionProgress, ProgressStore
 from materializers.stream.runner import StreamMaterializer, StreamOptions
 from materializers.stream.source import SourcePipeline
 from tests.streams import (
-    create_topic, encode, mismatches, price_stats_view, produce, random_stream, reference_events, retarget,
+    FakeMessage, create_topic, encode, mismatches, price_stats_view, produce, random_stream, reference_events, retarget,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -160,48 +160,24 @@ def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_c
     assert not list((tmp_path / "log").glob("*.parquet"))
 
 
-class _Message:
-    """What `consume` returns, as far as the runner reads it."""
-
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._where = (topic, partition, offset)
-        self._value = value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._where[0]
-
-    def partition(self) -> int:
-        return self._where[1]
-
-    def offset(self) -> int:
-        return self._where[2]
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> None:
-        return None
-
-
 def test_a_micro_batch_that_fails_midway_is_never_made_durable(tmp_path: Path, redis_client: redis.Redis,
                                                                kafka_bootstrap: str, topic_name: str) -> None:
     """Handling advanced the progress and the event log past what the writer got: the shutdown flush must not
     record them (they would never reach Redis)."""
     materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     event = b'{"event_id":"e","user_id":1,"item_id":2,"event_type":"view","price":1.0,"event_timestamp":1795000000000}'
-    decode = pipeline.decoder.decode
+    assert pipeline.event_log is not None
+    append = pipeline.event_log.append
 
-    def buggy(value: bytes | None, now_ms: int | None = None) -> tuple[dict[str, object], int]:
-        if pipeline.partitions[0].offset == 2:
-            raise ZeroDivisionError("a bug in the middle of a batch")
-        return decode(value, now_ms)
+    def failing(partition: int, offset: int, row: dict[str, object], ts_ms: int) -> None:
+        if offset == 2:
+            raise OSError(28, "No space left on device")
+        append(partition, offset, row, ts_ms)
 
-    pipeline.decoder.decode = buggy  # type: ignore[method-assign]
-    with pytest.raises(ZeroDivisionError):
-        materializer._process([_Message(topic_name, 0, offset, event) for offset in range(4)])
+    pipeline.event_log.append = failing  # type: ignore[method-assign]
+    pipeline.new_batch()  # the router takes the event log's append when a micro-batch begins
+    with pytest.raises(OSError, match="No space left"):
+        materializer._process([FakeMessage(topic_name, 0, offset, event) for offset in range(4)])
     with pytest.raises(RuntimeError, match="not committed"):
         materializer.flush()
     assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
