@@ -3,7 +3,8 @@
 A micro-batch's commands go out in chunks while the next ones are still being
 built, so Redis runs the scripts of one chunk while Python prepares the next: the
 two processes work side by side instead of taking turns. One connection keeps
-them in order. Redis Cluster routes by slot, so there they go as a pipeline.
+them in order; their RESP is packed natively (`native/src/resp.rs`), a chunk at a time. Redis Cluster
+routes by slot, so there they go as a redis-py pipeline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from featurestream_native import pack_commands
 from redis.cluster import RedisCluster
 
 from featurestream.online.leases import PooledConnection
@@ -48,7 +50,7 @@ class CommandStream:
     def _flush(self) -> None:
         if self._unsent:
             connection = self._connection
-            connection.send_packed_command(connection.pack_commands(self._unsent), check_health=False)
+            connection.send_packed_command([pack_commands(self._unsent)], check_health=False)
             self._sent += len(self._unsent)
             self._unsent = []
 

@@ -1,12 +1,13 @@
 //! Kernels of the stream materializer that run once per event, where Python's interpreter was the
 //! bottleneck (see docs/BENCHMARKS.md): records' decoding and routing, a micro-batch's events per entity,
-//! windows' tiles and sessions.
+//! windows' tiles and sessions, and the RESP of the writes.
 //! Built and installed by `make install`.
 
 use pyo3::prelude::*;
 
 mod decode;
 mod events;
+mod resp;
 mod router;
 mod sessions;
 mod tiles;
@@ -21,6 +22,7 @@ fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(reason.to_uppercase(), reason)?;
     }
     m.add_class::<events::EntityEvents>()?;
+    m.add_function(wrap_pyfunction!(resp::pack_commands, m)?)?;
     m.add_class::<tiles::TilePlan>()?;
     m.add_class::<tiles::TileState>()?;
     m.add_class::<sessions::SessionFold>()?;

@@ -1,15 +1,16 @@
-"""The Rust folds' contract beyond what the brute-force comparisons check: Python's number semantics and
-clear errors."""
+"""The Rust kernels' contract beyond what the brute-force comparisons check: Python's number semantics,
+clear errors, redis-py's RESP."""
 
 from __future__ import annotations
 
-import pytest
 import math
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from featurestream_native import EntityEvents, SessionFold, TilePlan
+import pytest
+import redis
+from featurestream_native import EntityEvents, SessionFold, TilePlan, pack_commands
 from msgspec import msgpack
 
 from featurestream.online.series import decode_tiles
@@ -225,3 +226,13 @@ def test_a_fold_applies_only_events_past_the_stored_offsets_and_returns_the_new_
     fold = SessionFold([("s", "sum", "x")], MINUTE, absorb)
     assert fold.fold(sessions, batch, ENTITY, {0: 4, 1: 9}) == {0: 6}
     assert sessions[0][2] == 2  # offsets 5 and 6
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    commands = [("EVALSHA", "f" * 40, 2, "k|é", b"\x00\r\n", 0, -1, 2**63 - 1, -(2**63), 2**70, 1.5, -0.25, b""),
+                ("HMGET", "key", "v", "s"), ("PING",)]
+    assert pack_commands(commands) == b"".join(redis.Connection().pack_commands(commands))
+    assert pack_commands([]) == b""
+    for bad in (True, None, [1]):
+        with pytest.raises(TypeError, match="Invalid input of type"):
+            pack_commands([("SET", "k", bad)])
