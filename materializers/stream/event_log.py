@@ -2,7 +2,9 @@
 
 Files are written whole under a temporary name and renamed, so a reader never
 sees half a file; after a crash, files past the applied progress are removed and
-rewritten, which makes the log exactly-once without any coordination.
+rewritten, which makes the log exactly-once without any coordination. Events wait
+for their flush in native buffers (`native/src/event_log.rs`), already in Arrow's
+layout, which the stream router appends to.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from featurestream_native import LogBuffers, PartitionLog
 
 from featurestream.definitions import StreamSourceSpec
 from featurestream.event_log_files import file_name, log_files, partition_prefix
@@ -34,12 +38,14 @@ def event_log_schema(source: StreamSourceSpec) -> pa.Schema:
     return pa.schema([*columns, pa.field(PARTITION_COLUMN, pa.int32()), pa.field(OFFSET_COLUMN, pa.int64())])
 
 
-@dataclass
-class _Buffer:
-    columns: dict[str, list[Any]]
-    first: int = -1
-    last: int = -1
-    rows: int = 0
+def _array(arrow_type: pa.DataType, rows: int, buffers: tuple[Any, ...]) -> pa.Array:
+    """A column from its native buffers: (null count, validity bitmap, value buffers); strings come with 64-bit
+    offsets, as large strings, and are cast (a flush holding over 2 GiB of one column's text fails there)."""
+    nulls, validity, *values = buffers
+    stored = pa.large_string() if arrow_type == pa.string() else arrow_type
+    array = pa.Array.from_buffers(stored, rows, [pa.py_buffer(validity) if nulls else None,
+                                                 *(pa.py_buffer(v) for v in values)], null_count=nulls)
+    return array.cast(arrow_type) if stored != arrow_type else array
 
 
 @dataclass
@@ -48,44 +54,36 @@ class EventLogWriter:
 
     source: StreamSourceSpec
     directory: Path
-    _buffers: dict[int, _Buffer] = field(default_factory=dict)
+    buffers: LogBuffers = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = event_log_schema(self.source)
-        self._columns = list(self.source.schema)
+        self.buffers = LogBuffers(list(self.source.schema.items()), self.source.timestamp_field)
 
     def append(self, partition: int, offset: int, row: dict[str, Any], ts_ms: int) -> None:
-        buffer = self._buffers.get(partition)
-        if buffer is None:
-            buffer = self._buffers[partition] = _Buffer({c: [] for c in (*self._columns, OFFSET_COLUMN)})
-            buffer.first = offset
-        for column in self._columns:
-            buffer.columns[column].append(row[column])
-        buffer.columns[self.source.timestamp_field][-1] = ts_ms
-        buffer.columns[OFFSET_COLUMN].append(offset)
-        buffer.last = offset
-        buffer.rows += 1
+        """Buffer one event (the router appends to `buffers` itself); the event-time column gets `ts_ms`."""
+        self.buffers.append(row, partition, offset, ts_ms)
 
     @property
     def pending(self) -> int:
-        return sum(b.rows for b in self._buffers.values())
+        return self.buffers.pending
 
-    def take(self, partitions: set[int] | None = None) -> list[tuple[int, _Buffer]]:
+    def take(self, partitions: set[int] | None = None) -> list[tuple[int, PartitionLog]]:
         """Hand over the buffers of `partitions` (all by default) for `write`, which may run in another
         thread while appends go on into new buffers."""
-        chosen = self._buffers.keys() if partitions is None else partitions & self._buffers.keys()
-        return [(partition, self._buffers.pop(partition)) for partition in sorted(chosen)]
+        return self.buffers.take(partitions)
 
-    def write(self, taken: list[tuple[int, _Buffer]]) -> list[Path]:
+    def write(self, taken: list[tuple[int, PartitionLog]]) -> list[Path]:
         """Write buffers handed over by `take`, a file each; returns the files written."""
         written = []
-        for partition, buffer in taken:
-            arrays = [pa.array(buffer.columns[c], type=self._schema.field(c).type) for c in self._columns]
-            arrays.append(pa.array([partition] * buffer.rows, type=pa.int32()))
-            arrays.append(pa.array(buffer.columns[OFFSET_COLUMN], type=pa.int64()))
+        for partition, log in taken:
+            columns = self._schema.names[:-2]
+            arrays = [_array(self._schema.field(c).type, log.rows, b) for c, b in zip(columns, log.columns(), strict=True)]
+            arrays.append(pa.array(np.full(log.rows, partition, np.int32)))
+            arrays.append(pa.Array.from_buffers(pa.int64(), log.rows, [None, pa.py_buffer(log.offsets())]))
             table = pa.Table.from_arrays(arrays, schema=self._schema)
-            final = self.directory / file_name(self.source.topic, partition, buffer.first, buffer.last)
+            final = self.directory / file_name(self.source.topic, partition, log.first, log.last)
             temporary = final.with_name(f".{final.name}.tmp")
             pq.write_table(table, temporary, compression="zstd")
             os.replace(temporary, final)
@@ -93,8 +91,7 @@ class EventLogWriter:
         return written
 
     def discard(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self._buffers.pop(partition, None)
+        self.buffers.discard(partitions)
 
     def remove_after(self, partition: int, applied_offset: int) -> list[Path]:
         """Delete files (and leftovers) of `partition` holding offsets past what was applied."""

@@ -65,7 +65,7 @@ class SourcePipeline:
                     self.tiles[view.name] = TileBatch(self.project, view, events)
             groups.append((udf, [(list(keys), events) for keys, events in by_keys.items()]))
         self.router = Router(self.decoder, self.lateness_ms, groups,
-                             self.event_log.append if self.event_log is not None else None)
+                             self.event_log.buffers if self.event_log is not None else None)
 
     def take_batches(self) -> tuple[list[TileBatch], list[SessionBatch]]:
         """The micro-batch's non-empty view batches, handed over; the pipeline starts a new micro-batch."""

@@ -22,7 +22,7 @@ pub const WRONG_TYPE: &str = "wrong_type";
 pub const BAD_TIMESTAMP: &str = "bad_timestamp";
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     String,
     Bigint,
     Double,
@@ -31,7 +31,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn parse(kind: &str) -> Option<Kind> {
+    pub(crate) fn parse(kind: &str) -> Option<Kind> {
         Some(match kind {
             "string" => Kind::String,
             "bigint" => Kind::Bigint,
@@ -42,7 +42,7 @@ impl Kind {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
             Kind::Bigint => "bigint",
@@ -351,7 +351,7 @@ fn wall_clock_ms() -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;

@@ -1,11 +1,12 @@
 //! Kernels of the stream materializer that run once per event, where Python's interpreter was the
-//! bottleneck (see docs/BENCHMARKS.md): records' decoding and routing, a micro-batch's events per entity,
-//! windows' tiles and sessions, and the RESP of the writes.
+//! bottleneck (see docs/BENCHMARKS.md): records' decoding and routing, the event log's buffers, a micro-batch's
+//! events per entity, windows' tiles and sessions, and the RESP of the writes.
 //! Built and installed by `make install`.
 
 use pyo3::prelude::*;
 
 mod decode;
+mod event_log;
 mod events;
 mod resp;
 mod router;
@@ -21,6 +22,8 @@ fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
                    decode::BAD_TIMESTAMP, router::LATE, router::UDF_ERROR] {
         m.add(reason.to_uppercase(), reason)?;
     }
+    m.add_class::<event_log::LogBuffers>()?;
+    m.add_class::<event_log::PartitionLog>()?;
     m.add_class::<events::EntityEvents>()?;
     m.add_function(wrap_pyfunction!(resp::pack_commands, m)?)?;
     m.add_class::<tiles::TilePlan>()?;

@@ -2,7 +2,7 @@
 //!
 //! This is the consumer thread's whole per-record path. `route` takes a micro-batch's Kafka messages as
 //! they came from `Consumer.consume`, so the batch crosses from Python once: per record, Python only runs
-//! the udf and the event log's append. The order of effects per record is the contract of
+//! the udf. The order of effects per record is the contract of
 //! `materializers.stream.source`: the watermark check, then every udf, and only once all of them ran
 //! the watermark, the event log and the views' events.
 
@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::decode::{Reject, RowDecoder};
+use crate::event_log::LogBuffers;
 use crate::events::EntityEvents;
 
 // Dead-letter reasons of records that decode (the decoder has the others).
@@ -65,8 +66,8 @@ pub struct Router {
     decoder: Py<RowDecoder>,
     lateness_ms: i64,
     groups: Vec<Group>,
-    /// the event log's `append(partition, offset, row, ts_ms)`, if the source keeps one
-    log: Option<PyObject>,
+    /// the event log's buffers, if the source keeps one
+    log: Option<Py<LogBuffers>>,
     /// the newest accepted event time, 0 before any
     #[pyo3(get)]
     newest: i64,
@@ -79,7 +80,7 @@ impl Router {
     #[new]
     #[pyo3(signature = (decoder, lateness_ms, groups, log = None))]
     fn new(py: Python<'_>, decoder: Py<RowDecoder>, lateness_ms: i64,
-           groups: Groups, log: Option<PyObject>) -> Self {
+           groups: Groups, log: Option<Py<LogBuffers>>) -> Self {
         let groups = groups
             .into_iter()
             .map(|(udf, sinks)| Group {
@@ -159,7 +160,7 @@ impl Router {
         progress.max_ts = progress.max_ts.max(ts_ms);
         self.newest = self.newest.max(ts_ms);
         if let Some(log) = &self.log {
-            log.call1(py, (partition, offset, row, ts_ms))?;
+            log.borrow_mut(py).append(row.downcast()?, partition, offset, ts_ms)?;
         }
         for (group, (out, entities)) in self.groups.iter().zip(routed) {
             for (sink, entity) in group.sinks.iter().zip(entities) {

@@ -162,22 +162,19 @@ def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_c
 
 def test_a_micro_batch_that_fails_midway_is_never_made_durable(tmp_path: Path, redis_client: redis.Redis,
                                                                kafka_bootstrap: str, topic_name: str) -> None:
-    """Handling advanced the progress and the event log past what the writer got: the shutdown flush must not
-    record them (they would never reach Redis)."""
-    materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
+    """Handling advanced the progress and the event log past what the writer got (here a dead letter could not
+    be queued): the shutdown flush must not record them (they would never reach Redis)."""
+    materializer, _, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     event = b'{"event_id":"e","user_id":1,"item_id":2,"event_type":"view","price":1.0,"event_timestamp":1795000000000}'
-    assert pipeline.event_log is not None
-    append = pipeline.event_log.append
+    malformed = b'{"user_id": "not a number"}'
 
-    def failing(partition: int, offset: int, row: dict[str, object], ts_ms: int) -> None:
-        if offset == 2:
-            raise OSError(28, "No space left on device")
-        append(partition, offset, row, ts_ms)
+    def queue_full(*args: object) -> None:
+        raise BufferError("Local: Queue full")
 
-    pipeline.event_log.append = failing  # type: ignore[method-assign]
-    pipeline.new_batch()  # the router takes the event log's append when a micro-batch begins
-    with pytest.raises(OSError, match="No space left"):
-        materializer._process([FakeMessage(topic_name, 0, offset, event) for offset in range(4)])
+    materializer.dead_letters.send = queue_full  # type: ignore[method-assign]
+    with pytest.raises(BufferError):
+        materializer._process([FakeMessage(topic_name, 0, offset, malformed if offset == 2 else event)
+                               for offset in range(4)])
     with pytest.raises(RuntimeError, match="not committed"):
         materializer.flush()
     assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
