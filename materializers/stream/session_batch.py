@@ -31,6 +31,10 @@ class SessionBatch(StateBatch):
         self.expiry_ms = max(self.gap_ms + view.source.lateness_ms + PRUNE_SLACK_MS, view.ttl_ms or 0) \
             + EXPIRY_MARGIN_MS
 
+    @staticmethod
+    def columns(view: StreamViewSpec) -> list[str]:
+        return list(dict.fromkeys(a.column for a in view.aggregations))
+
     def decode(self, blob: bytes | None) -> sessions.SessionState:
         return sessions.decode(blob) if blob else []
 

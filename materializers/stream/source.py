@@ -23,6 +23,9 @@ from materializers.stream.session_batch import SessionBatch
 from materializers.stream.tile_batch import TileBatch
 
 
+Udf = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class SourcePipeline:
     """Per-source state (partitions' progress, buffers) and the per-record path through it."""
 
@@ -37,11 +40,13 @@ class SourcePipeline:
         self.lateness_ms = source.lateness_ms
         self.partitions: dict[int, PartitionProgress] = {}
         self.event_log = EventLogWriter(source, event_log_dir) if event_log_dir else None
-        # Views sharing a udf object share its output: it runs once per event.
-        groups: dict[int, tuple[Callable[[dict[str, Any]], dict[str, Any]] | None, list[StreamViewSpec]]] = {}
+        # Views sharing a udf object share its output: it runs once per event; of those, views keyed alike
+        # share the events, which keep the columns any of them reads.
+        groups: dict[int, tuple[Udf | None, dict[tuple[str, ...], list[StreamViewSpec]]]] = {}
         for view in views:
-            groups.setdefault(id(view.udf), (view.udf, []))[1].append(view)
-        self._udf_groups = list(groups.values())
+            groups.setdefault(id(view.udf), (view.udf, {}))[1].setdefault(view.join_keys, []).append(view)
+        self._layout = [(udf, [(list(keys), _columns(keyed), keyed) for keys, keyed in by_keys.items()])
+                        for udf, by_keys in groups.values()]
         self._newest_before = 0
         self.new_batch()
 
@@ -55,15 +60,17 @@ class SourcePipeline:
         self.tiles: dict[str, TileBatch] = {}
         self.sessions: dict[str, SessionBatch] = {}
         groups = []
-        for udf, views in self._udf_groups:
-            by_keys: dict[tuple[str, ...], EntityEvents] = {}
-            for view in views:
-                events = by_keys.setdefault(view.join_keys, EntityEvents())
-                if view.is_session:
-                    self.sessions[view.name] = SessionBatch(self.project, view, events)
-                else:
-                    self.tiles[view.name] = TileBatch(self.project, view, events)
-            groups.append((udf, [(list(keys), events) for keys, events in by_keys.items()]))
+        for udf, sinks in self._layout:
+            shared = []
+            for keys, columns, keyed in sinks:
+                events = EntityEvents(columns)
+                for view in keyed:
+                    if view.is_session:
+                        self.sessions[view.name] = SessionBatch(self.project, view, events)
+                    else:
+                        self.tiles[view.name] = TileBatch(self.project, view, events)
+                shared.append((keys, events))
+            groups.append((udf, shared))
         self.router = Router(self.decoder, self.lateness_ms, groups,
                              self.event_log.buffers if self.event_log is not None else None)
 
@@ -90,6 +97,11 @@ class SourcePipeline:
               ts_ms: int) -> tuple[str, str] | None:
         """Apply one decoded row (the event log's during a rebuild); None when accepted."""
         return self.router.apply(progress, partition, offset, row, ts_ms)
+
+
+def _columns(views: list[StreamViewSpec]) -> list[str]:
+    """The udf-output columns the views read (their batches' events keep only those)."""
+    return list(dict.fromkeys(c for v in views for c in (SessionBatch if v.is_session else TileBatch).columns(v)))
 
 
 def views_by_topic(views: list[StreamViewSpec]) -> dict[str, list[StreamViewSpec]]:

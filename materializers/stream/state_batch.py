@@ -8,7 +8,7 @@ partition's stored offset were applied before a crash or rebalance and are skipp
 so nothing counts twice, and no update needs Redis to run more than the check.
 A micro-batch's events per entity are kept by the native `EntityEvents`
 (`native/src/events.rs`), which views keyed alike and fed the same udf output
-share, and which the native folds read.
+share, and which the native folds read: of each row, only the columns the views read.
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ class StateBatch(ABC):
         self.view = view
         self.topic = view.source.topic
         self.key = cached_state_keys(project, view)
-        self.events = EntityEvents() if events is None else events
+        self.events = EntityEvents(self.columns(view)) if events is None else events
 
     def __len__(self) -> int:
         # The entities of the shared events: each view of a udf group gets every event of the group.
         return len(self.events)
+
+    @staticmethod
+    @abstractmethod
+    def columns(view: StreamViewSpec) -> list[str]:
+        """The udf-output columns the view reads: what its events keep of each row."""
 
     @abstractmethod
     def decode(self, blob: bytes | None) -> Any:

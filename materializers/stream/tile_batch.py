@@ -35,6 +35,10 @@ class TileBatch(StateBatch):
         self._plan = TilePlan([(s.name, s.column, s.slide_ms, retention[f"{s.column}|{s.slide_ms}"] + s.slide_ms,
                                 s.kinds[0], s.stride, s.component) for s in self.series])
 
+    @staticmethod
+    def columns(view: StreamViewSpec) -> list[str]:
+        return list(dict.fromkeys(s.column for s in view_series(view)))
+
     def decode(self, blob: bytes | None) -> TileState:
         """The stored state, less the series this view no longer keeps."""
         return self._plan.decode(blob)

@@ -4,37 +4,82 @@
 //! added once. The folds take the events past the offsets an entity's stored state already includes
 //! (a replay after a crash or rebalance repeats some) and return the last offset per partition they
 //! applied, which the compare-and-set records.
+//!
+//! An event keeps only the values of the columns its views read, taken from the udf's output as it is
+//! added, while that dict is fresh in memory: read by the writer thread a micro-batch later, the rows'
+//! dicts were cold (dict lookups took a sixth of an in-process replay's CPU, by perf).
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
+
+/// One value an event carries for the views, taken from the udf's output while it is fresh in memory.
+/// Python's int, float, bool and str become Rust's; anything else (an int past 64 bits, a datetime) stays
+/// a Python object, which the folds judge as they did the row's.
+pub(crate) enum Cell {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Py(PyObject),
+}
+
+impl Cell {
+    fn of(value: Bound<'_, PyAny>) -> PyResult<Option<Cell>> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(if let Ok(flag) = value.downcast::<PyBool>() {
+            Cell::Bool(flag.is_true())
+        } else if let Ok(float) = value.downcast::<PyFloat>() {
+            Cell::Float(float.value())
+        } else if let Ok(text) = value.downcast::<PyString>() {
+            match text.to_str() {
+                Ok(text) => Cell::Str(text.to_owned()),
+                Err(_) => Cell::Py(value.unbind()),
+            }
+        } else if value.is_instance_of::<PyInt>() {
+            match value.extract::<i64>() {
+                Ok(int) => Cell::Int(int),
+                Err(_) => Cell::Py(value.unbind()),
+            }
+        } else {
+            Cell::Py(value.unbind())
+        }))
+    }
+
+    /// The value as the Python object the row held (an equal one).
+    pub(crate) fn to_object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            Cell::Int(int) => int.into_pyobject(py)?.into_any(),
+            Cell::Float(float) => PyFloat::new(py, *float).into_any(),
+            Cell::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any(),
+            Cell::Str(text) => PyString::new(py, text).into_any(),
+            Cell::Py(object) => object.bind(py).clone(),
+        })
+    }
+}
 
 struct Record {
     partition: i64,
     offset: i64,
     ts: i64,
-    row: PyObject,
+    /// per column of the `EntityEvents`, its value (None: null)
+    values: Vec<Option<Cell>>,
 }
 
-/// One event as the folds read it: partition, offset, event time (ms) and the row.
-pub(crate) struct Event<'py> {
+/// One event as the folds read it: partition, offset, event time (ms) and the values of the columns.
+pub(crate) struct Event<'a> {
     partition: i64,
     offset: i64,
     pub(crate) ts: i64,
-    row: Bound<'py, PyAny>,
+    values: &'a [Option<Cell>],
 }
 
-impl<'py> Event<'py> {
-    /// A udf may return any mapping; a dict is read without a method call.
-    pub(crate) fn value(&self, column: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let value = match self.row.downcast::<PyDict>() {
-            Ok(row) => match row.get_item(column)? {
-                Some(value) => value,
-                None => return Err(PyKeyError::new_err(column.clone().unbind())),
-            },
-            Err(_) => self.row.get_item(column)?,
-        };
-        Ok(if value.is_none() { None } else { Some(value) })
+impl Event<'_> {
+    /// The value of the events' column `at` (see `EntityEvents::column`), None when null.
+    pub(crate) fn value(&self, at: usize) -> Option<&Cell> {
+        self.values[at].as_ref()
     }
 
     /// Fixed width, so string order is (event time, partition, offset) order.
@@ -59,6 +104,8 @@ impl<'py> Event<'py> {
 
 #[pyclass(module = "featurestream_native")]
 pub struct EntityEvents {
+    /// the udf-output columns the views read, which each event keeps
+    columns: Vec<Py<PyString>>,
     /// entity (a tuple of join-key values) -> its position in the vectors below
     positions: Py<PyDict>,
     entities: Vec<PyObject>,
@@ -70,30 +117,26 @@ pub struct EntityEvents {
 #[pymethods]
 impl EntityEvents {
     #[new]
-    fn new(py: Python<'_>) -> Self {
-        EntityEvents { positions: PyDict::new(py).unbind(), entities: Vec::new(), events: Vec::new(), partitions: Vec::new() }
+    fn new(py: Python<'_>, columns: Vec<String>) -> Self {
+        EntityEvents {
+            columns: columns.iter().map(|c| PyString::intern(py, c).unbind()).collect(),
+            positions: PyDict::new(py).unbind(),
+            entities: Vec::new(),
+            events: Vec::new(),
+            partitions: Vec::new(),
+        }
     }
 
-    pub(crate) fn add(&mut self, py: Python<'_>, entity: Bound<'_, PyAny>, partition: i64, offset: i64, ts_ms: i64,
+    /// Add an event of `entity`; `row` (the udf's output, any mapping) must hold every column.
+    fn add(&mut self, py: Python<'_>, entity: Bound<'_, PyAny>, partition: i64, offset: i64, ts_ms: i64,
            row: Bound<'_, PyAny>) -> PyResult<()> {
-        let positions = self.positions.bind(py);
-        let at = match positions.get_item(&entity)? {
-            Some(at) => at.extract::<usize>()?,
-            None => {
-                let at = self.entities.len();
-                positions.set_item(&entity, at)?;
-                self.entities.push(entity.unbind());
-                self.events.push(Vec::new());
-                self.partitions.push(Vec::new());
-                at
-            }
-        };
-        self.events[at].push(Record { partition, offset, ts: ts_ms, row: row.unbind() });
-        let partitions = &mut self.partitions[at];
-        if let Err(slot) = partitions.binary_search(&partition) {
-            partitions.insert(slot, partition);
-        }
-        Ok(())
+        let values = self.values(&row)?;
+        self.push(py, entity, partition, offset, ts_ms, values)
+    }
+
+    #[getter]
+    fn columns(&self, py: Python<'_>) -> Vec<String> {
+        self.columns.iter().map(|c| c.bind(py).to_string()).collect()
     }
 
     fn __len__(&self) -> usize {
@@ -111,19 +154,75 @@ impl EntityEvents {
     }
 
     /// The entity's events past `applied` (partition -> last offset applied), in arrival order, as
-    /// (partition, offset, event time, row).
+    /// (partition, offset, event time, {column: value}).
     fn fresh<'py>(&self, py: Python<'py>, entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>)
                   -> PyResult<Bound<'py, PyList>> {
-        let events = self.fresh_events(py, entity, applied)?;
-        let tuples = events
-            .into_iter()
-            .map(|e| (e.partition, e.offset, e.ts, e.row).into_pyobject(py))
-            .collect::<PyResult<Vec<_>>>()?;
+        let mut tuples = Vec::new();
+        for event in self.fresh_events(py, entity, applied)? {
+            let values = PyDict::new(py);
+            for (column, value) in self.columns.iter().zip(event.values) {
+                values.set_item(column.bind(py), value.as_ref().map(|v| v.to_object(py)).transpose()?)?;
+            }
+            tuples.push((event.partition, event.offset, event.ts, values).into_pyobject(py)?);
+        }
         PyList::new(py, tuples)
     }
 }
 
 impl EntityEvents {
+    /// The values of a row (any mapping) for the columns; a missing column is a KeyError.
+    pub(crate) fn values(&self, row: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Cell>>> {
+        let py = row.py();
+        let dict = row.downcast::<PyDict>().ok();
+        self.columns
+            .iter()
+            .map(|column| {
+                let column = column.bind(py);
+                let value = match dict {
+                    Some(dict) => dict.get_item(column)?,
+                    None => match row.get_item(column) {
+                        Ok(value) => Some(value),
+                        Err(err) if err.is_instance_of::<PyKeyError>(py) => None,
+                        Err(err) => return Err(err),
+                    },
+                };
+                let Some(value) = value else {
+                    return Err(PyKeyError::new_err(format!("the udf's output has no column `{column}`, which a view reads")));
+                };
+                Cell::of(value)
+            })
+            .collect()
+    }
+
+    pub(crate) fn push(&mut self, py: Python<'_>, entity: Bound<'_, PyAny>, partition: i64, offset: i64, ts_ms: i64,
+                       values: Vec<Option<Cell>>) -> PyResult<()> {
+        let positions = self.positions.bind(py);
+        let at = match positions.get_item(&entity)? {
+            Some(at) => at.extract::<usize>()?,
+            None => {
+                let at = self.entities.len();
+                positions.set_item(&entity, at)?;
+                self.entities.push(entity.unbind());
+                self.events.push(Vec::new());
+                self.partitions.push(Vec::new());
+                at
+            }
+        };
+        self.events[at].push(Record { partition, offset, ts: ts_ms, values });
+        let partitions = &mut self.partitions[at];
+        if let Err(slot) = partitions.binary_search(&partition) {
+            partitions.insert(slot, partition);
+        }
+        Ok(())
+    }
+
+    /// Where the folds find `column` among an event's values.
+    pub(crate) fn column(&self, py: Python<'_>, column: &str) -> PyResult<usize> {
+        self.columns.iter().position(|c| c.bind(py).to_str().is_ok_and(|c| c == column)).ok_or_else(|| {
+            PyKeyError::new_err(format!("the events keep no column {column}: the views' batches were built for other columns"))
+        })
+    }
+
     fn position(&self, py: Python<'_>, entity: &Bound<'_, PyAny>) -> PyResult<usize> {
         match self.positions.bind(py).get_item(entity)? {
             Some(at) => at.extract(),
@@ -132,8 +231,8 @@ impl EntityEvents {
     }
 
     /// The entity's events past `applied`, in arrival order.
-    pub(crate) fn fresh_events<'py>(&self, py: Python<'py>, entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>)
-                                    -> PyResult<Vec<Event<'py>>> {
+    pub(crate) fn fresh_events(&self, py: Python<'_>, entity: &Bound<'_, PyAny>, applied: &Bound<'_, PyDict>)
+                               -> PyResult<Vec<Event<'_>>> {
         let at = self.position(py, entity)?;
         let mut fences = Vec::with_capacity(self.partitions[at].len());
         for &partition in &self.partitions[at] {
@@ -146,7 +245,7 @@ impl EntityEvents {
         Ok(self.events[at]
             .iter()
             .filter(|record| record.offset > fence(record.partition))
-            .map(|record| Event { partition: record.partition, offset: record.offset, ts: record.ts, row: record.row.bind(py).clone() })
+            .map(|record| Event { partition: record.partition, offset: record.offset, ts: record.ts, values: &record.values })
             .collect())
     }
 }

@@ -135,7 +135,8 @@ impl Router {
             let behind = watermark - ts_ms;
             return Ok(Some((LATE, format!("event time {ts_ms} ms is {behind} ms behind the watermark {watermark}"))));
         }
-        // Every udf runs, and every entity is found, before anything changes: a refused record leaves no trace.
+        // Every udf runs, and every entity and value the views read is found, before anything changes: a refused
+        // record leaves no trace.
         let mut routed = Vec::with_capacity(self.groups.len());
         for group in &self.groups {
             let out = match &group.udf {
@@ -149,22 +150,23 @@ impl Router {
             };
             let mut entities = Vec::with_capacity(group.sinks.len());
             for sink in &group.sinks {
-                match entity(&out, &sink.keys) {
-                    Ok(entity) => entities.push(entity),
+                let found = entity(&out, &sink.keys).and_then(|entity| Ok((entity, sink.events.borrow(py).values(&out)?)));
+                match found {
+                    Ok(found) => entities.push(found),
                     Err(err) if err.is_instance_of::<PyException>(py) => return Ok(Some((UDF_ERROR, describe(py, &err)))),
                     Err(err) => return Err(err),
                 }
             }
-            routed.push((out, entities));
+            routed.push(entities);
         }
         progress.max_ts = progress.max_ts.max(ts_ms);
         self.newest = self.newest.max(ts_ms);
         if let Some(log) = &self.log {
             log.borrow_mut(py).append(row.downcast()?, partition, offset, ts_ms)?;
         }
-        for (group, (out, entities)) in self.groups.iter().zip(routed) {
-            for (sink, entity) in group.sinks.iter().zip(entities) {
-                sink.events.borrow_mut(py).add(py, entity, partition, offset, ts_ms, out.clone())?;
+        for (group, entities) in self.groups.iter().zip(routed) {
+            for (sink, (entity, values)) in group.sinks.iter().zip(entities) {
+                sink.events.borrow_mut(py).push(py, entity, partition, offset, ts_ms, values)?;
             }
         }
         self.accepted += 1;

@@ -30,7 +30,7 @@ enum Function {
 struct Aggregation {
     name: Py<PyString>,
     function: Function,
-    column: Py<PyString>,
+    column: String,
 }
 
 /// Interned component names of the partials.
@@ -81,7 +81,7 @@ impl SessionFold {
             parsed.push(Aggregation {
                 name: PyString::intern(py, &name).unbind(),
                 function,
-                column: PyString::intern(py, &column).unbind(),
+                column,
             });
         }
         if gap_ms <= 0 {
@@ -109,18 +109,20 @@ impl SessionFold {
     /// last offset applied per partition, or None when every event was applied before.
     fn fold<'py>(&self, py: Python<'py>, state: &Bound<'py, PyList>, events: &Bound<'py, EntityEvents>,
                  entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let fresh = events.borrow().fresh_events(py, entity, applied)?;
+        let events = events.borrow();
+        let fresh = events.fresh_events(py, entity, applied)?;
         if fresh.is_empty() {
             return Ok(None);
         }
+        let columns = self.aggregations.iter().map(|a| events.column(py, &a.column)).collect::<PyResult<Vec<_>>>()?;
         for event in &fresh {
             let session = self.session_of(py, state, event.ts)?;
             let count: Bound<'_, PyAny> = session.get_item(COUNT)?;
             session.set_item(COUNT, count.add(1)?)?;
             let aggs = session.get_item(AGGS)?.downcast_into::<PyDict>()?;
-            for aggregation in &self.aggregations {
-                if let Some(value) = event.value(aggregation.column.bind(py))? {
-                    self.accumulate(py, &aggs, aggregation, &value, event)?;
+            for (aggregation, &column) in self.aggregations.iter().zip(&columns) {
+                if let Some(value) = event.value(column) {
+                    self.accumulate(py, &aggs, aggregation, &value.to_object(py)?, event)?;
                 }
             }
         }

@@ -17,7 +17,7 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
-use crate::events::{last_offsets, EntityEvents, Event};
+use crate::events::{last_offsets, Cell, EntityEvents, Event};
 use rmpv::Value as Packed;
 
 /// How a series' value slot merges (`featurestream.online.series.SLOT_KINDS`).
@@ -178,7 +178,7 @@ pub struct TileState {
 
 struct Series {
     name: String,
-    column: Py<PyString>,
+    column: String,
     slide: i64,
     /// A tile starting at or before the newest event time minus this has left every window.
     span: i64,
@@ -225,7 +225,6 @@ impl TilePlan {
                     "series {name}: slide {slide} ms and stride {stride} do not fit a '{component}' series"
                 )));
             }
-            let column = PyString::intern(py, &column).unbind();
             parsed.push(Series { name, column, slide, span, kind, stride, contribution });
         }
         let mut hasher = DefaultHasher::new();
@@ -295,7 +294,8 @@ impl TilePlan {
     /// partition, or None when every event was applied before.
     fn fold<'py>(&self, py: Python<'py>, state: &Bound<'py, TileState>, events: &Bound<'py, EntityEvents>,
                  entity: &Bound<'py, PyAny>, applied: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let parsed = events.borrow().fresh_events(py, entity, applied)?;
+        let events = events.borrow();
+        let parsed = events.fresh_events(py, entity, applied)?;
         if parsed.is_empty() {
             return Ok(None);
         }
@@ -304,7 +304,8 @@ impl TilePlan {
         state.newest = Some(newest);
         for (series, tiles) in self.series.iter().zip(state.series.iter_mut()) {
             let cutoff = newest - series.span;
-            self.fold_series(py, series, tiles, &parsed, cutoff).inspect_err(|err| {
+            let column = events.column(py, &series.column)?;
+            self.fold_series(py, series, column, tiles, &parsed, cutoff).inspect_err(|err| {
                 // Which series failed (a udf's column of an unexpected type, say), kept on the error itself.
                 let _ = err.value(py).call_method1("add_note", (format!("while folding events into tile series {}", series.name),));
             })?;
@@ -367,10 +368,10 @@ impl TilePlan {
         if kind == Kind::Max { value.gt(held) } else { value.lt(held) }
     }
 
-    fn fold_series(&self, py: Python<'_>, series: &Series, tiles: &mut Tiles, events: &[Event], cutoff: i64) -> PyResult<()> {
-        let column = series.column.bind(py);
+    fn fold_series(&self, py: Python<'_>, series: &Series, column: usize, tiles: &mut Tiles, events: &[Event], cutoff: i64)
+                   -> PyResult<()> {
         for event in events {
-            let Some(value) = event.value(column)? else { continue };
+            let Some(value) = event.value(column) else { continue };
             let start = event.ts - event.ts.rem_euclid(series.slide);
             if start <= cutoff {
                 continue;
@@ -378,10 +379,21 @@ impl TilePlan {
             let value = match series.contribution {
                 Contribution::One => Value::Int(1),
                 Contribution::Square => {
-                    let x: f64 = value.extract()?;
+                    let x: f64 = match value {
+                        Cell::Int(int) => *int as f64,
+                        Cell::Float(float) => *float,
+                        Cell::Bool(flag) => *flag as i64 as f64,
+                        other => other.to_object(py)?.extract()?,
+                    };
                     Value::Float(x * x) // a float always, as `tests/partials.py`'s accumulate keeps it
                 }
-                Contribution::Value => self.value_of(py, &value)?,
+                Contribution::Value => match value {
+                    Cell::Int(int) => Value::Int(*int),
+                    Cell::Float(float) => Value::Float(*float),
+                    Cell::Bool(flag) => Value::Bool(*flag),
+                    Cell::Str(text) => Value::Str(text.clone()),
+                    Cell::Py(object) => self.value_of(py, object.bind(py))?,
+                },
             };
             match tiles.starts.binary_search(&start) {
                 Err(at) => {

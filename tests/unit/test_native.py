@@ -28,7 +28,7 @@ def _sum_plan() -> TilePlan:
 
 def _batch(events: list[tuple[int, int, int, Any]]) -> EntityEvents:
     """One entity's events, (partition, offset, event time, row) in arrival order."""
-    batch = EntityEvents()
+    batch = EntityEvents(list(dict.fromkeys(column for *_, row in events for column in row)))
     for partition, offset, ts, row in events:
         batch.add(ENTITY, partition, offset, ts, row)
     return batch
@@ -123,9 +123,23 @@ def test_nulls_are_skipped_and_an_all_null_series_is_not_stored() -> None:
     assert _fold(_sum_plan(), [(0, 1, T0 + 1, {"x": None})]) == {"newest": T0 + 1}
 
 
-def test_a_row_without_the_column_raises_key_error_naming_it() -> None:
-    with pytest.raises(KeyError, match="'x'"):
+def test_a_row_without_a_kept_column_raises_key_error_naming_it() -> None:
+    with pytest.raises(KeyError, match="no column `x`"):
+        EntityEvents(["x"]).add(ENTITY, 0, 1, T0, {"y": 1})
+    with pytest.raises(KeyError, match="no column `x`"):
+        EntityEvents(["x"]).add(ENTITY, 0, 1, T0, MappingProxyType({"y": 1}))
+    with pytest.raises(KeyError, match="keep no column x"):
         _fold(_sum_plan(), [(0, 1, T0, {"y": 1})])
+
+
+def test_events_keep_the_columns_values_as_python_had_them() -> None:
+    values = {"i": 2**63 - 1, "big": 2**64, "f": -0.0, "b": True, "s": "é", "none": None,
+              "when": datetime(2026, 1, 1, tzinfo=UTC)}
+    batch = EntityEvents(list(values))
+    batch.add(ENTITY, 0, 1, T0, MappingProxyType({**values, "ignored": object()}))
+    ((_, _, _, kept),) = batch.fresh(ENTITY, {0: -1})
+    assert kept == values and [type(v) for v in kept.values()] == [type(v) for v in values.values()]
+    assert batch.columns == list(values)
 
 
 def test_a_plan_with_an_unknown_kind_or_a_wrong_stride_is_refused() -> None:
@@ -188,9 +202,9 @@ def test_a_session_fold_refuses_an_unknown_function_or_a_gap_that_is_not_positiv
         SessionFold([("s", "sum", "x")], 0, absorb)
 
 
-def test_a_session_fold_raises_key_error_for_a_row_without_the_column_and_sums_ints_exactly() -> None:
+def test_a_session_fold_raises_key_error_for_events_without_the_column_and_sums_ints_exactly() -> None:
     fold = SessionFold([("s", "sum", "x")], MINUTE, absorb)
-    with pytest.raises(KeyError, match="'x'"):
+    with pytest.raises(KeyError, match="keep no column x"):
         _fold_into(fold.fold, [], [(0, 1, T0, {"y": 1})])
     state: list = []
     big = 2**62 + 1
@@ -200,7 +214,7 @@ def test_a_session_fold_raises_key_error_for_a_row_without_the_column_and_sums_i
 
 
 def test_entity_events_keep_arrival_order_and_ascending_partitions() -> None:
-    batch = EntityEvents()
+    batch = EntityEvents(["x"])
     for entity, partition, offset in [((2,), 3, 10), ((1,), 1, 5), ((2,), 0, 7), ((2,), 3, 11)]:
         batch.add(entity, partition, offset, T0 + offset, {"x": offset})
     assert len(batch) == 2 and batch.entities() == [(2,), (1,)]
@@ -214,7 +228,7 @@ def test_entity_events_keep_arrival_order_and_ascending_partitions() -> None:
 
 def test_a_fold_applies_only_events_past_the_stored_offsets_and_returns_the_new_fences() -> None:
     """A replay after a crash: events at or below a partition's applied offset were counted before."""
-    batch = EntityEvents()
+    batch = EntityEvents(["x"])
     for partition, offset in [(0, 4), (1, 8), (0, 5), (1, 9), (0, 6)]:
         batch.add(ENTITY, partition, offset, T0 + offset, {"x": 1})
     plan = _sum_plan()

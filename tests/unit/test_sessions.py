@@ -35,7 +35,7 @@ FOLD = SessionFold(AGGREGATIONS, GAP, absorb)
 
 def apply(state: SessionState, e: dict[str, Any]) -> SessionState:
     row = {column: e.get(column) for column, _ in AGGS.values()}
-    events = EntityEvents()
+    events = EntityEvents(list(row))
     events.add((1,), e["partition"], e["offset"], e["ts"], row)
     FOLD.fold(state, events, (1,), {e["partition"]: -1})
     return state
@@ -197,7 +197,7 @@ def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> N
 
 def test_encode_is_compact_and_keeps_the_string_order_keys() -> None:
     state: SessionState = []
-    events = EntityEvents()
+    events = EntityEvents(["x", "y"])
     events.add((1,), 0, 7, 5, {"x": "a", "y": 2.5})
     SessionFold([("n", "count", "x"), ("l", "last", "y")], GAP, absorb).fold(state, events, (1,), {0: -1})
     data = encode(state)

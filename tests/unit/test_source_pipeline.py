@@ -60,6 +60,10 @@ def test_each_micro_batch_gets_new_events() -> None:
     assert all(len(b.events) == 0 for b in (*pipeline.tiles.values(), *pipeline.sessions.values()))
 
 
+DERIVE = demo_specs().stream_views["user_activity"].udf
+assert DERIVE is not None
+
+
 def _event(offset_ms: int = 0, user: int = 7) -> bytes:
     return EVENT.replace(b'"user_id":7', b'"user_id":%d' % user).replace(
         b'"2026-11-27T10:00:00.000Z"', b"%d" % (TS_MS + offset_ms))
@@ -89,8 +93,9 @@ def test_a_late_record_is_refused_and_leaves_no_trace(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("udf", "detail"), [
     (lambda row: 1 / 0, "ZeroDivisionError: division by zero"),
-    (lambda row: {k: v for k, v in row.items() if k != "item_id"}, "no join key `item_id`"),
-    (lambda row: {**row, "user_id": None}, "null join key `user_id`"),
+    (lambda row: {k: v for k, v in DERIVE(row).items() if k != "item_id"}, "no join key `item_id`"),
+    (lambda row: {**DERIVE(row), "user_id": None}, "null join key `user_id`"),
+    (lambda row: row, "no column `purchase_id`, which a view reads"),
     (lambda row: None, "TypeError: 'NoneType' object is not subscriptable"),
     (lambda row: [], "TypeError: list indices must be integers"),
 ])
@@ -134,7 +139,7 @@ def test_route_records_the_progress_it_made_when_it_fails_midway() -> None:
     def failing(row: dict[str, object]) -> dict[str, object]:
         if row["user_id"] == 9:
             raise SystemExit("a bug that must stop the batch")
-        return row
+        return DERIVE(row)
 
     views = _with_udf(failing)
     pipeline = _pipeline(views)

@@ -52,7 +52,7 @@ def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
     from tests.unit.test_tile_batch import _demo_view
 
     batch = TileBatch("p", _demo_view())
-    batch.events.add((7,), 0, 9, 1_790_000_000_000, {})
+    batch.events.add((7,), 0, 9, 1_790_000_000_000, dict.fromkeys(batch.events.columns))
     with pytest.raises(OldLayoutError, match="featurestream rebuild"):
         batch.stored((7,), [None, None, b"5"])
     assert batch.stored((7,), [None, None, None]).applied == {0: -1}  # a new key
