@@ -250,3 +250,9 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     for bad in (True, None, [1]):
         with pytest.raises(TypeError, match="Invalid input of type"):
             pack_commands([("SET", "k", bad)])
+
+
+def test_squares_take_bools_and_ints_as_numbers() -> None:
+    squares = TilePlan([("x|60000|q", "x", MINUTE, 60 * MINUTE, "add", 2, "q")])
+    folded = _fold(squares, [(0, 1, T0, {"x": True}), (0, 2, T0 + 1, {"x": 3}), (0, 3, T0 + 2, {"x": False})])
+    assert folded["x|60000|q"] == [T0, 10.0]
