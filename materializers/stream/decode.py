@@ -1,7 +1,7 @@
 """Bytes from Kafka into typed rows, or a dead-letter reason: the partition never stalls on a bad record.
 
 Parsing and validation are native (`native/src/decode.rs`): with msgspec, then a
-dict and the event time from a datetime, decoding was a third of the consumer
+dict and the event time from a datetime, decoding was a quarter of the consumer
 thread's time.
 """
 

@@ -1,6 +1,6 @@
 //! Commands in Redis's wire protocol (RESP), packed into one buffer for the socket.
 //!
-//! redis-py packs through hiredis, which allocates per argument and formats lengths with `sprintf`: a third
+//! redis-py packs through hiredis, which allocates per argument and formats lengths with `sprintf`: a sixth
 //! of the stream writer's own time went there. Here a whole chunk of commands is written into one vector.
 
 use pyo3::exceptions::PyTypeError;
