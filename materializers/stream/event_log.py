@@ -50,7 +50,8 @@ def _array(arrow_type: pa.DataType, rows: int, buffers: tuple[Any, ...]) -> pa.A
 
 @dataclass
 class EventLogWriter:
-    """Buffers accepted events per partition and writes them as one file per partition and flush."""
+    """Buffers accepted events per partition (`buffers.append(partition, offset, row, ts_ms)`, which the router
+    calls natively; the event-time column gets `ts_ms`) and writes them as one file per partition and flush."""
 
     source: StreamSourceSpec
     directory: Path
@@ -60,10 +61,6 @@ class EventLogWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = event_log_schema(self.source)
         self.buffers = LogBuffers(list(self.source.schema.items()), self.source.timestamp_field)
-
-    def append(self, partition: int, offset: int, row: dict[str, Any], ts_ms: int) -> None:
-        """Buffer one event (the router appends to `buffers` itself); the event-time column gets `ts_ms`."""
-        self.buffers.append(row, partition, offset, ts_ms)
 
     @property
     def pending(self) -> int:

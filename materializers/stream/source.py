@@ -81,18 +81,6 @@ class SourcePipeline:
         self.new_batch()
         return filled
 
-    def progress(self, partition: int) -> PartitionProgress:
-        progress = self.partitions.get(partition)
-        if progress is None:
-            progress = self.partitions[partition] = PartitionProgress()
-        return progress
-
-    def handle(self, partition: int, offset: int, value: bytes | None, now_ms: int) -> tuple[str, str] | None:
-        """Apply one record to the batch; returns (reason, detail) when it must be dead-lettered.
-
-        `now_ms`: the wall clock, read once per micro-batch, that bounds plausible event times."""
-        return self.router.handle(self.progress(partition), partition, offset, value, now_ms)
-
     def apply(self, progress: PartitionProgress, partition: int, offset: int, row: dict[str, Any],
               ts_ms: int) -> tuple[str, str] | None:
         """Apply one decoded row (the event log's during a rebuild); None when accepted."""

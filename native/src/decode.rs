@@ -220,9 +220,16 @@ impl RowDecoder {
             let required = name == timestamp_field || required_keys.contains(&name);
             columns.push(Column { py_name: PyString::intern(py, &name).unbind(), name, kind: parsed, required });
         }
-        let Some(timestamp) = columns.iter().position(|c| c.name == timestamp_field && c.kind == Kind::Timestamp) else {
-            return Err(PyValueError::new_err(format!("the schema has no timestamp column {timestamp_field}")));
+        let Some(timestamp) = columns.iter().position(|c| c.name == timestamp_field) else {
+            return Err(PyValueError::new_err(format!("the schema has no column {timestamp_field} for the event time")));
         };
+        let kind = columns[timestamp].kind;
+        if kind != Kind::Timestamp && kind != Kind::Bigint {
+            return Err(PyValueError::new_err(format!(
+                "the event time column {timestamp_field} is a {}: it must be a timestamp, or a bigint of epoch milliseconds",
+                kind.name()
+            )));
+        }
         if let Some(key) = required_keys.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
             return Err(PyValueError::new_err(format!("the schema has no column for the key {key}")));
         }
@@ -231,6 +238,8 @@ impl RowDecoder {
 
     /// The row (every schema column, absent ones None) and its event time in ms. `now_ms`, the wall clock
     /// that bounds plausible event times, is read once per micro-batch by the caller (None: read here).
+    /// The event time is judged first: a record whose event time is missing or bad is dead-lettered for
+    /// that, whatever else is wrong with it.
     #[pyo3(signature = (value, now_ms = None))]
     fn decode<'py>(&self, py: Python<'py>, value: Option<&[u8]>, now_ms: Option<i64>) -> PyResult<(Bound<'py, PyDict>, i64)> {
         match self.row(py, value, now_ms) {
@@ -286,7 +295,7 @@ impl RowDecoder {
                 let what = if value.is_none() { "missing" } else { "null" };
                 return Err(Reject::Record(MISSING_TIMESTAMP, format!("required field `{}` is {what}", column.name)));
             }
-            Some(Scalar::Str(text)) => parse_iso_ms(text)
+            Some(Scalar::Str(text)) if column.kind == Kind::Timestamp => parse_iso_ms(text)
                 .ok_or_else(|| bad(format!("`{}`: {text:?} is not an ISO 8601 date and time", column.name)))?,
             Some(Scalar::Int(ms)) if (self.min_ms..=self.max_ms).contains(ms) => *ms,
             Some(Scalar::Int(_) | Scalar::UInt(_)) => {
@@ -294,8 +303,8 @@ impl RowDecoder {
                 return Err(bad(format!("`{}`: {number} is not plausible epoch milliseconds", column.name)));
             }
             Some(other) => {
-                return Err(bad(format!("`{}`: expected an ISO 8601 string or epoch milliseconds, got {}", column.name,
-                                       other.describe())))
+                let expected = if column.kind == Kind::Timestamp { "an ISO 8601 string or epoch milliseconds" } else { "epoch milliseconds" };
+                return Err(bad(format!("`{}`: expected {expected}, got {}", column.name, other.describe())))
             }
         };
         let now_ms = now_ms.unwrap_or_else(wall_clock_ms);
@@ -384,8 +393,9 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Epoch milliseconds of an ISO 8601 date and time: `YYYY-MM-DD`, `T` (or a space), `HH:MM[:SS[.fraction]]`,
-/// then `Z`, `±HH:MM`, `±HHMM` or nothing (UTC). Digits past the millisecond are dropped.
+/// Epoch milliseconds of an ISO 8601 date and time: `YYYY-MM-DD`, `T` (or `t` or a space),
+/// `HH:MM[:SS[.fraction]]` (`.` or `,`), then `Z` (or `z`), `±HH:MM`, `±HHMM`, `±HH` or nothing (UTC).
+/// Digits past the millisecond are dropped.
 fn parse_iso_ms(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let number = |at: usize, width: usize| -> Option<i64> {

@@ -34,7 +34,7 @@ impl Bits {
 }
 
 /// One value of a row, checked against its column's type before anything of the row is appended.
-enum Cell<'py> {
+pub(crate) enum ColumnValue<'py> {
     Null,
     Text(Bound<'py, PyString>),
     Int(i64),
@@ -42,27 +42,27 @@ enum Cell<'py> {
     Bool(bool),
 }
 
-impl<'py> Cell<'py> {
+impl<'py> ColumnValue<'py> {
     /// A non-null value as a column of `kind` takes it (a timestamp: a datetime or epoch ms).
     fn of(kind: Kind, value: Bound<'py, PyAny>) -> PyResult<Option<Self>> {
         if value.is_instance_of::<PyBool>() {
-            return Ok((kind == Kind::Boolean).then(|| Cell::Bool(value.is_truthy().unwrap_or_default())));
+            return Ok((kind == Kind::Boolean).then(|| ColumnValue::Bool(value.is_truthy().unwrap_or_default())));
         }
         Ok(match kind {
             Kind::String => match value.downcast_into::<PyString>() {
                 Ok(text) => {
                     text.to_str()?; // not UTF-8 (a lone surrogate): refused here, not halfway through the row
-                    Some(Cell::Text(text))
+                    Some(ColumnValue::Text(text))
                 }
                 Err(_) => None,
             },
-            Kind::Bigint | Kind::Timestamp if value.is_instance_of::<PyInt>() => Some(Cell::Int(value.extract()?)),
+            Kind::Bigint | Kind::Timestamp if value.is_instance_of::<PyInt>() => Some(ColumnValue::Int(value.extract()?)),
             Kind::Timestamp => match value.downcast::<PyDateTime>() {
-                Ok(datetime) => Some(Cell::Int(epoch_ms(datetime)?)),
+                Ok(datetime) => Some(ColumnValue::Int(epoch_ms(datetime)?)),
                 Err(_) => None,
             },
-            Kind::Double if value.is_instance_of::<PyInt>() => Some(Cell::Float(value.extract()?)),
-            Kind::Double => value.downcast::<PyFloat>().ok().map(|float| Cell::Float(float.value())),
+            Kind::Double if value.is_instance_of::<PyInt>() => Some(ColumnValue::Float(value.extract()?)),
+            Kind::Double => value.downcast::<PyFloat>().ok().map(|float| ColumnValue::Float(float.value())),
             _ => None,
         })
     }
@@ -92,23 +92,23 @@ impl ColumnBuffer {
         ColumnBuffer { valid: Bits::default(), nulls: 0, values }
     }
 
-    fn push(&mut self, cell: &Cell<'_>) -> PyResult<()> {
-        self.valid.push(!matches!(cell, Cell::Null));
-        self.nulls += matches!(cell, Cell::Null) as usize;
+    fn push(&mut self, cell: &ColumnValue<'_>) {
+        self.valid.push(!matches!(cell, ColumnValue::Null));
+        self.nulls += matches!(cell, ColumnValue::Null) as usize;
         match (&mut self.values, cell) {
             (Values::Utf8 { offsets, data }, cell) => {
-                if let Cell::Text(text) = cell {
-                    data.extend_from_slice(text.to_str()?.as_bytes());
+                if let ColumnValue::Text(text) = cell {
+                    // `ColumnValue::of` made sure the text is UTF-8 (Python keeps the encoding it made).
+                    data.extend_from_slice(text.to_str().map(str::as_bytes).unwrap_or_default());
                 }
                 offsets.push(data.len() as i64);
             }
-            (Values::Int(values), Cell::Int(int)) => values.push(*int),
+            (Values::Int(values), ColumnValue::Int(int)) => values.push(*int),
             (Values::Int(values), _) => values.push(0),
-            (Values::Float(values), Cell::Float(float)) => values.push(*float),
+            (Values::Float(values), ColumnValue::Float(float)) => values.push(*float),
             (Values::Float(values), _) => values.push(0.0),
-            (Values::Bool(bits), cell) => bits.push(matches!(cell, Cell::Bool(true))),
+            (Values::Bool(bits), cell) => bits.push(matches!(cell, ColumnValue::Bool(true))),
         }
-        Ok(())
     }
 
     /// (null count, validity bitmap, the value buffers: offsets and data for strings).
@@ -199,40 +199,9 @@ impl LogBuffers {
     }
 
     /// Buffer one accepted event: `row` holds the schema's columns (absent or None: null), `ts_ms` its event time.
-    pub(crate) fn append(&mut self, row: &Bound<'_, PyDict>, partition: i64, offset: i64, ts_ms: i64) -> PyResult<()> {
-        let py = row.py();
-        let columns = &self.columns;
-        let log = self.partitions.entry(partition).or_insert_with(|| PartitionLog {
-            first: offset,
-            last: offset,
-            rows: 0,
-            columns: columns.iter().map(|(_, kind)| ColumnBuffer::new(*kind)).collect(),
-            offsets: Vec::new(),
-        });
-        // Every value is checked before anything is appended, so a refused row leaves the columns aligned.
-        let mut cells = Vec::with_capacity(columns.len());
-        for (at, (name, kind)) in columns.iter().enumerate() {
-            if at == self.timestamp {
-                cells.push(Cell::Int(ts_ms));
-                continue;
-            }
-            cells.push(match row.get_item(name.bind(py))?.filter(|v| !v.is_none()) {
-                None => Cell::Null,
-                Some(value) => match Cell::of(*kind, value.clone())? {
-                    Some(cell) => cell,
-                    None => {
-                        let (name, type_name) = (name.bind(py), value.get_type().name()?);
-                        return Err(PyTypeError::new_err(format!("event log column {name}: a {type_name} is not a {}", kind.name())));
-                    }
-                },
-            });
-        }
-        for (column, cell) in log.columns.iter_mut().zip(&cells) {
-            column.push(cell)?;
-        }
-        log.offsets.push(offset);
-        log.last = offset;
-        log.rows += 1;
+    fn append(&mut self, partition: i64, offset: i64, row: &Bound<'_, PyDict>, ts_ms: i64) -> PyResult<()> {
+        let cells = self.cells(row, ts_ms)?;
+        self.push(partition, offset, &cells);
         Ok(())
     }
 
@@ -254,5 +223,48 @@ impl LogBuffers {
 
     fn discard(&mut self, partitions: HashSet<i64>) {
         self.partitions.retain(|p, _| !partitions.contains(p));
+    }
+}
+
+impl LogBuffers {
+    /// A row's values as its columns take them; a value of the wrong type is a TypeError, before anything is
+    /// buffered.
+    pub(crate) fn cells<'py>(&self, row: &Bound<'py, PyDict>, ts_ms: i64) -> PyResult<Vec<ColumnValue<'py>>> {
+        let py = row.py();
+        let mut cells = Vec::with_capacity(self.columns.len());
+        for (at, (name, kind)) in self.columns.iter().enumerate() {
+            if at == self.timestamp {
+                cells.push(ColumnValue::Int(ts_ms));
+                continue;
+            }
+            cells.push(match row.get_item(name.bind(py))?.filter(|v| !v.is_none()) {
+                None => ColumnValue::Null,
+                Some(value) => match ColumnValue::of(*kind, value.clone())? {
+                    Some(cell) => cell,
+                    None => {
+                        let (name, type_name) = (name.bind(py), value.get_type().name()?);
+                        return Err(PyTypeError::new_err(format!("event log column {name}: a {type_name} is not a {}", kind.name())));
+                    }
+                },
+            });
+        }
+        Ok(cells)
+    }
+
+    pub(crate) fn push(&mut self, partition: i64, offset: i64, cells: &[ColumnValue<'_>]) {
+        let columns = &self.columns;
+        let log = self.partitions.entry(partition).or_insert_with(|| PartitionLog {
+            first: offset,
+            last: offset,
+            rows: 0,
+            columns: columns.iter().map(|(_, kind)| ColumnBuffer::new(*kind)).collect(),
+            offsets: Vec::new(),
+        });
+        for (column, cell) in log.columns.iter_mut().zip(cells) {
+            column.push(cell);
+        }
+        log.offsets.push(offset);
+        log.last = offset;
+        log.rows += 1;
     }
 }

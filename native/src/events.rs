@@ -169,24 +169,27 @@ impl EntityEvents {
     }
 }
 
+/// `mapping[key]`, None when the key is missing; a dict (what udfs return) is read without a method call.
+pub(crate) fn item<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match mapping.downcast::<PyDict>() {
+        Ok(dict) => dict.get_item(key),
+        Err(_) => match mapping.get_item(key) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.is_instance_of::<PyKeyError>(mapping.py()) => Ok(None),
+            Err(err) => Err(err), // not a mapping
+        },
+    }
+}
+
 impl EntityEvents {
     /// The values of a row (any mapping) for the columns; a missing column is a KeyError.
     pub(crate) fn values(&self, row: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Cell>>> {
         let py = row.py();
-        let dict = row.downcast::<PyDict>().ok();
         self.columns
             .iter()
             .map(|column| {
                 let column = column.bind(py);
-                let value = match dict {
-                    Some(dict) => dict.get_item(column)?,
-                    None => match row.get_item(column) {
-                        Ok(value) => Some(value),
-                        Err(err) if err.is_instance_of::<PyKeyError>(py) => None,
-                        Err(err) => return Err(err),
-                    },
-                };
-                let Some(value) = value else {
+                let Some(value) = item(row, column)? else {
                     return Err(PyKeyError::new_err(format!("the udf's output has no column `{column}`, which a view reads")));
                 };
                 Cell::of(value)

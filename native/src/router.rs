@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::decode::{Reject, RowDecoder};
 use crate::event_log::LogBuffers;
-use crate::events::EntityEvents;
+use crate::events::{item, EntityEvents};
 
 // Dead-letter reasons of records that decode (the decoder has the others).
 pub const LATE: &str = "late";
@@ -94,18 +94,6 @@ impl Router {
         Router { decoder, lateness_ms, groups, log, newest: 0, accepted: 0 }
     }
 
-    /// One record: its offset becomes the partition's progress, then it is decoded and applied; None when
-    /// accepted, else (reason, detail) for the dead-letter topic.
-    #[pyo3(signature = (progress, partition, offset, value, now_ms))]
-    fn handle(&mut self, progress: Bound<'_, PyAny>, partition: i64, offset: i64, value: Option<&[u8]>, now_ms: i64)
-              -> PyResult<Option<Refusal>> {
-        let mut progress = Progress::load(progress)?;
-        progress.offset = offset;
-        let refused = self.decode_and_apply(&mut progress, partition, offset, value, now_ms);
-        progress.store()?;
-        refused
-    }
-
     /// One decoded row (the event log's, during a rebuild); None when accepted, else (reason, detail).
     fn apply(&mut self, progress: Bound<'_, PyAny>, partition: i64, offset: i64, row: Bound<'_, PyAny>, ts_ms: i64)
              -> PyResult<Option<Refusal>> {
@@ -135,8 +123,13 @@ impl Router {
             let behind = watermark - ts_ms;
             return Ok(Some((LATE, format!("event time {ts_ms} ms is {behind} ms behind the watermark {watermark}"))));
         }
-        // Every udf runs, and every entity and value the views read is found, before anything changes: a refused
-        // record leaves no trace.
+        // The event log's values are taken before any udf runs (one may change its input in place), and every udf
+        // runs, and every entity and value the views read is found, before anything changes: a refused record
+        // leaves no trace.
+        let logged = match &self.log {
+            Some(log) => Some(log.borrow(py).cells(row.downcast()?, ts_ms)?),
+            None => None,
+        };
         let mut routed = Vec::with_capacity(self.groups.len());
         for group in &self.groups {
             let out = match &group.udf {
@@ -161,8 +154,8 @@ impl Router {
         }
         progress.max_ts = progress.max_ts.max(ts_ms);
         self.newest = self.newest.max(ts_ms);
-        if let Some(log) = &self.log {
-            log.borrow_mut(py).append(row.downcast()?, partition, offset, ts_ms)?;
+        if let (Some(log), Some(cells)) = (&self.log, logged) {
+            log.borrow_mut(py).push(partition, offset, &cells);
         }
         for (group, entities) in self.groups.iter().zip(routed) {
             for (sink, (entity, values)) in group.sinks.iter().zip(entities) {
@@ -180,27 +173,24 @@ fn entity<'py>(out: &Bound<'py, PyAny>, keys: &[Py<PyString>]) -> PyResult<Bound
     let mut values = Vec::with_capacity(keys.len());
     for key in keys {
         let key = key.bind(py);
-        let value = match out.downcast::<PyDict>() {
-            Ok(dict) => dict.get_item(key)?,
-            Err(_) => match out.get_item(key) {
-                Ok(value) => Some(value),
-                Err(err) if err.is_instance_of::<PyKeyError>(py) => None,
-                Err(err) => return Err(err), // not a mapping
-            },
-        };
-        match value {
+        match item(out, key)? {
             Some(value) if !value.is_none() => values.push(value),
             Some(_) => return Err(PyTypeError::new_err(format!("the udf's output has a null join key `{key}`"))),
             None => return Err(PyKeyError::new_err(format!("the udf's output has no join key `{key}`"))),
         }
     }
-    Ok(PyTuple::new(py, values)?.into_any())
+    let entity = PyTuple::new(py, values)?.into_any();
+    entity.hash()?; // an unhashable key (a list, say) is the udf's error, found before anything changes
+    Ok(entity)
 }
 
 fn describe(py: Python<'_>, err: &PyErr) -> String {
     let kind = err.get_type(py).name().map_or_else(|_| "Exception".to_owned(), |name| name.to_string());
     format!("{kind}: {}", err.value(py))
 }
+
+/// Records routed between two chances for other threads to take the GIL (a few ms of work).
+const YIELD_EVERY: usize = 2048;
 
 /// Route `messages[start:]` (confluent-kafka `Message`s) to their topics' routers. `routes`: per topic, its
 /// name, router and progress by partition (`new_progress()` makes a partition's first). Returns where it
@@ -215,6 +205,10 @@ pub fn route<'py>(py: Python<'py>, messages: &Bound<'py, PyList>, start: usize, 
     let mut routers = routes.iter().map(|(_, router, _)| router.try_borrow_mut()).collect::<Result<Vec<_>, _>>()?;
     let mut run = || -> PyResult<usize> {
         for (at, message) in messages.iter().enumerate().skip(start) {
+            if (at - start) % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Let the writer thread in: without a udf to run, nothing here would give up the GIL.
+                py.allow_threads(|| ());
+            }
             if !message.call_method0(intern!(py, "error"))?.is_none() {
                 return Ok(at);
             }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
+from confluent_kafka import KafkaException
 
 from featurestream.definitions import StreamViewSpec
 from materializers.stream.progress import PartitionProgress, ProgressStore
@@ -105,14 +106,14 @@ def test_a_flush_in_the_background_makes_nothing_durable_before_redis_holds_the_
     materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     progress = pipeline.partitions[0] = PartitionProgress(offset=41, max_ts=1_000)
     assert pipeline.event_log is not None
-    pipeline.event_log.append(0, 41, ROW, 1_000)
+    pipeline.event_log.buffers.append(0, 41, ROW, 1_000)
     store = ProgressStore(redis_client, project, "g")
 
     writing: Future[None] = Future()
     materializer._writing = writing  # the writer is still applying the last micro-batch
     materializer._flush_in_background()
     progress.offset = 42  # handled after the flush was taken: not part of it
-    pipeline.event_log.append(0, 42, ROW, 1_001)
+    pipeline.event_log.buffers.append(0, 42, ROW, 1_001)
     flushing = materializer._flushing
     assert flushing is not None
     with pytest.raises(TimeoutError):
@@ -143,7 +144,7 @@ def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_c
     materializer, pipeline, project = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
     assert pipeline.event_log is not None
     pipeline.partitions[0] = PartitionProgress(offset=7, max_ts=1_000)
-    pipeline.event_log.append(0, 7, ROW, 1_000)
+    pipeline.event_log.buffers.append(0, 7, ROW, 1_000)
 
     def disk_full(_: object) -> None:
         raise OSError(28, "No space left on device")
@@ -153,7 +154,7 @@ def test_a_failed_flush_in_place_stops_every_later_flush(tmp_path: Path, redis_c
         materializer.flush()
     del pipeline.event_log.write
     pipeline.partitions[0].offset = 8
-    pipeline.event_log.append(0, 8, ROW, 1_001)
+    pipeline.event_log.buffers.append(0, 8, ROW, 1_001)
     with pytest.raises(RuntimeError, match="not committed"):
         materializer.flush()
     assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
@@ -179,3 +180,27 @@ def test_a_micro_batch_that_fails_midway_is_never_made_durable(tmp_path: Path, r
         materializer.flush()
     assert ProgressStore(redis_client, project, "g").load(topic_name, [0]) == {}
     assert not list((tmp_path / "log").glob("*.parquet"))
+
+
+class _KafkaError:
+    def __init__(self, fatal: bool) -> None:
+        self._fatal = fatal
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def __str__(self) -> str:
+        return "Broker: a test error"
+
+
+def test_kafka_errors_in_a_batch_are_skipped_unless_fatal(tmp_path: Path, redis_client: redis.Redis,
+                                                         kafka_bootstrap: str, topic_name: str) -> None:
+    materializer, pipeline, _ = _idle_materializer(tmp_path, redis_client, kafka_bootstrap, topic_name)
+    event = b'{"event_id":"e","user_id":1,"item_id":2,"event_type":"view","price":1.0,"event_timestamp":1795000000000}'
+    messages = [FakeMessage(topic_name, 0, 0, event), FakeMessage(topic_name, 0, -1, None, _KafkaError(False)),
+                FakeMessage(topic_name, 0, 1, event), FakeMessage(topic_name, 0, -1, None, _KafkaError(False))]
+    materializer._process(messages)
+    materializer._wait_for_writer()
+    assert materializer._pending_events == 2 and pipeline.partitions[0].offset == 1
+    with pytest.raises(KafkaException, match="a test error"):
+        materializer._process([FakeMessage(topic_name, 0, 2, event), FakeMessage(topic_name, 0, -1, None, _KafkaError(True))])

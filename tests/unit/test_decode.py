@@ -124,7 +124,24 @@ def test_other_timestamp_columns_take_iso_text_or_epoch_ms() -> None:
 def test_a_schema_the_decoder_cannot_check_is_refused_up_front() -> None:
     with pytest.raises(ValueError, match="unknown type 'decimal'"):
         Decoder({"id": "decimal", "ts": "timestamp"}, "ts", ())
-    with pytest.raises(ValueError, match="no timestamp column ts"):
+    with pytest.raises(ValueError, match="the event time column ts is a string: it must be a timestamp, or a bigint"):
         Decoder({"id": "bigint", "ts": "string"}, "ts", ())
+    with pytest.raises(ValueError, match="no column ts for the event time"):
+        Decoder({"id": "bigint"}, "ts", ())
     with pytest.raises(ValueError, match="no column for the key user"):
         Decoder({"id": "bigint", "ts": "timestamp"}, "ts", ("user",))
+
+
+def test_an_event_time_column_of_bigint_takes_epoch_ms_only() -> None:
+    decoder = Decoder({"id": "bigint", "ts": "bigint"}, "ts", ("id",))
+    row, ts = decoder.decode(b'{"id":1,"ts":1795687200123}')
+    assert ts == 1_795_687_200_123 and row["ts"] == datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
+    with pytest.raises(Rejected) as caught:
+        decoder.decode(b'{"id":1,"ts":"2026-11-26T10:00:00Z"}')
+    assert caught.value.reason == BAD_TIMESTAMP and "expected epoch milliseconds" in caught.value.detail
+
+
+def test_the_event_time_is_judged_first() -> None:
+    with pytest.raises(Rejected) as caught:
+        DECODER.decode(b'{"user_id":"abc","item_id":1}')
+    assert caught.value.reason == MISSING_TIMESTAMP

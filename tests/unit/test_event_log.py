@@ -25,8 +25,8 @@ def _row(user: int, ts_ms: int) -> dict:
 def test_files_are_named_by_offset_range_and_typed(tmp_path: Path) -> None:
     writer = EventLogWriter(SOURCE, tmp_path)
     for offset in range(3):
-        writer.append(0, 10 + offset, _row(offset, 1_700_000_000_000 + offset), 1_700_000_000_000 + offset)
-    writer.append(2, 7, _row(9, 1_700_000_000_500), 1_700_000_000_500)
+        writer.buffers.append(0, 10 + offset, _row(offset, 1_700_000_000_000 + offset), 1_700_000_000_000 + offset)
+    writer.buffers.append(2, 7, _row(9, 1_700_000_000_500), 1_700_000_000_500)
     assert writer.pending == 4
     written = writer.write(writer.take())
     assert sorted(p.name for p in written) == ["clicks-p0000-o000000000010-000000000012.parquet",
@@ -43,9 +43,9 @@ def test_remove_after_drops_only_unapplied_files_of_that_partition(tmp_path: Pat
     writer = EventLogWriter(SOURCE, tmp_path)
     for first, last in ((0, 4), (5, 9)):
         for offset in range(first, last + 1):
-            writer.append(1, offset, _row(1, 1_700_000_000_000), 1_700_000_000_000)
+            writer.buffers.append(1, offset, _row(1, 1_700_000_000_000), 1_700_000_000_000)
         writer.write(writer.take())
-    writer.append(3, 6, _row(1, 1_700_000_000_000), 1_700_000_000_000)
+    writer.buffers.append(3, 6, _row(1, 1_700_000_000_000), 1_700_000_000_000)
     writer.write(writer.take())
     (tmp_path / ".clicks-p0001-o000000000010-000000000011.parquet.tmp").write_bytes(b"partial")
     # Another group member may be writing a file of its own partition in the same directory: left alone.
@@ -74,7 +74,7 @@ def test_every_type_and_null_is_written_as_pyarrow_converts_it(tmp_path: Path) -
              "seen": rng.choice(seen), "ts": None} for _ in range(200)]
     writer = EventLogWriter(EVERY_TYPE, tmp_path)
     for offset, row in enumerate(rows):
-        writer.append(5, 100 + offset, row, 1_700_000_000_000 + offset)
+        writer.buffers.append(5, 100 + offset, row, 1_700_000_000_000 + offset)
     (path,) = writer.write(writer.take({5, 6}))
     table = pq.read_table(path)
     expected = {c: [r[c] for r in rows] for c in ("s", "i", "d", "b", "seen")}
@@ -94,10 +94,10 @@ EVERY_TYPE_ARROW = {"s": pa.string(), "i": pa.int64(), "d": pa.float64(), "b": p
 def test_a_value_of_the_wrong_type_is_refused_whole(column: str, value: object, tmp_path: Path) -> None:
     writer = EventLogWriter(EVERY_TYPE, tmp_path)
     good = {"s": "a", "i": 1, "d": 1.0, "b": True, "seen": None, "ts": None}
-    writer.append(0, 1, good, 1_700_000_000_000)
+    writer.buffers.append(0, 1, good, 1_700_000_000_000)
     with pytest.raises((TypeError, UnicodeEncodeError)):
-        writer.append(0, 2, {**good, column: value}, 1_700_000_000_001)
-    writer.append(0, 3, good, 1_700_000_000_002)
+        writer.buffers.append(0, 2, {**good, column: value}, 1_700_000_000_001)
+    writer.buffers.append(0, 3, good, 1_700_000_000_002)
     assert writer.pending == 2
     (path,) = writer.write(writer.take())
     assert pq.read_table(path).column("s").to_pylist() == ["a", "a"] and path.name.endswith("o000000000001-000000000003.parquet")
@@ -106,7 +106,14 @@ def test_a_value_of_the_wrong_type_is_refused_whole(column: str, value: object, 
 def test_take_and_discard_pick_partitions(tmp_path: Path) -> None:
     writer = EventLogWriter(SOURCE, tmp_path)
     for partition in (3, 1, 2):
-        writer.append(partition, 0, _row(1, 1_700_000_000_000), 1_700_000_000_000)
+        writer.buffers.append(partition, 0, _row(1, 1_700_000_000_000), 1_700_000_000_000)
     writer.discard({2, 9})
     assert [p for p, _ in writer.take({1, 2, 7})] == [1]
     assert [(p, log.rows) for p, log in writer.take()] == [(3, 1)] and writer.pending == 0
+
+
+def test_a_refused_first_row_leaves_no_buffer_behind(tmp_path: Path) -> None:
+    writer = EventLogWriter(EVERY_TYPE, tmp_path)
+    with pytest.raises(TypeError, match="event log column i: a str is not a bigint"):
+        writer.buffers.append(4, 10, {"i": "x"}, 1_700_000_000_000)
+    assert writer.pending == 0 and writer.take() == []

@@ -46,7 +46,7 @@ def write_log(events: list[dict[str, Any]], rng: random.Random, directory: Path,
     for event, (partition, offset) in zip(events, placements, strict=True):
         if (partition, offset) in kept:
             ts = epoch_ms(event["event_timestamp"])
-            writer.append(partition, offset, {**event, "event_timestamp": datetime.fromtimestamp(ts / 1000, UTC)}, ts)
+            writer.buffers.append(partition, offset, {**event, "event_timestamp": datetime.fromtimestamp(ts / 1000, UTC)}, ts)
         if rng.random() < 0.01:
             writer.write(writer.take())
     writer.write(writer.take())
