@@ -65,10 +65,8 @@ class SourcePipeline:
             for keys, columns, keyed in sinks:
                 events = EntityEvents(columns)
                 for view in keyed:
-                    if view.is_session:
-                        self.sessions[view.name] = SessionBatch(self.project, view, events)
-                    else:
-                        self.tiles[view.name] = TileBatch(self.project, view, events)
+                    batches = self.sessions if view.is_session else self.tiles
+                    batches[view.name] = _batch_type(view)(self.project, view, events)
                 shared.append((keys, events))
             groups.append((udf, shared))
         self.router = Router(self.decoder, self.lateness_ms, groups,
@@ -89,7 +87,11 @@ class SourcePipeline:
 
 def _columns(views: list[StreamViewSpec]) -> list[str]:
     """The udf-output columns the views read (their batches' events keep only those)."""
-    return list(dict.fromkeys(c for v in views for c in (SessionBatch if v.is_session else TileBatch).columns(v)))
+    return list(dict.fromkeys(c for v in views for c in _batch_type(v).columns(v)))
+
+
+def _batch_type(view: StreamViewSpec) -> type[TileBatch] | type[SessionBatch]:
+    return SessionBatch if view.is_session else TileBatch
 
 
 def views_by_topic(views: list[StreamViewSpec]) -> dict[str, list[StreamViewSpec]]:

@@ -185,6 +185,29 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
+/// A KafkaSource schema's columns, typed, and where its event time is (a timestamp, or a bigint of epoch ms):
+/// what the decoder and the event log both read it as.
+pub(crate) fn parse_schema(schema: Vec<(String, String)>, timestamp_field: &str) -> PyResult<(Vec<(String, Kind)>, usize)> {
+    let mut columns = Vec::with_capacity(schema.len());
+    for (name, kind) in schema {
+        let Some(parsed) = Kind::parse(&kind) else {
+            return Err(PyValueError::new_err(format!("column {name}: unknown type '{kind}'")));
+        };
+        columns.push((name, parsed));
+    }
+    let Some(timestamp) = columns.iter().position(|(name, _)| name == timestamp_field) else {
+        return Err(PyValueError::new_err(format!("the schema has no column {timestamp_field} for the event time")));
+    };
+    let kind = columns[timestamp].1;
+    if kind != Kind::Timestamp && kind != Kind::Bigint {
+        return Err(PyValueError::new_err(format!(
+            "the event time column {timestamp_field} is a {}: it must be a timestamp, or a bigint of epoch milliseconds",
+            kind.name()
+        )));
+    }
+    Ok((columns, timestamp))
+}
+
 struct Column {
     name: String,
     py_name: Py<PyString>,
@@ -212,24 +235,14 @@ impl RowDecoder {
     #[allow(clippy::too_many_arguments)]
     fn new(py: Python<'_>, schema: Vec<(String, String)>, timestamp_field: &str, required_keys: Vec<String>,
            rejected: PyObject, min_ms: i64, max_ms: i64, max_future_ms: i64) -> PyResult<Self> {
-        let mut columns = Vec::with_capacity(schema.len());
-        for (name, kind) in schema {
-            let Some(parsed) = Kind::parse(&kind) else {
-                return Err(PyValueError::new_err(format!("column {name}: unknown type '{kind}'")));
-            };
-            let required = name == timestamp_field || required_keys.contains(&name);
-            columns.push(Column { py_name: PyString::intern(py, &name).unbind(), name, kind: parsed, required });
-        }
-        let Some(timestamp) = columns.iter().position(|c| c.name == timestamp_field) else {
-            return Err(PyValueError::new_err(format!("the schema has no column {timestamp_field} for the event time")));
-        };
-        let kind = columns[timestamp].kind;
-        if kind != Kind::Timestamp && kind != Kind::Bigint {
-            return Err(PyValueError::new_err(format!(
-                "the event time column {timestamp_field} is a {}: it must be a timestamp, or a bigint of epoch milliseconds",
-                kind.name()
-            )));
-        }
+        let (parsed, timestamp) = parse_schema(schema, timestamp_field)?;
+        let columns: Vec<Column> = parsed
+            .into_iter()
+            .map(|(name, kind)| {
+                let required = required_keys.contains(&name);
+                Column { py_name: PyString::intern(py, &name).unbind(), name, kind, required }
+            })
+            .collect();
         if let Some(key) = required_keys.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
             return Err(PyValueError::new_err(format!("the schema has no column for the key {key}")));
         }
@@ -273,13 +286,9 @@ impl RowDecoder {
         let row = PyDict::new(py);
         for (at, (column, value)) in self.columns.iter().zip(&values).enumerate() {
             let object = match value {
-                None | Some(Scalar::Null) if column.required => {
-                    let reason = if column.kind == Kind::Timestamp { MISSING_TIMESTAMP } else { MISSING_KEY };
-                    let what = if value.is_none() { "missing" } else { "null" };
-                    return Err(Reject::Record(reason, format!("required field `{}` is {what}", column.name)));
-                }
-                None | Some(Scalar::Null) => py.None().into_bound(py),
                 Some(_) if at == self.timestamp => datetime(py, ts_ms)?.into_any(),
+                None | Some(Scalar::Null) if column.required => return Err(absent(MISSING_KEY, column, value)),
+                None | Some(Scalar::Null) => py.None().into_bound(py),
                 Some(scalar) => typed(py, column, scalar)?,
             };
             row.set_item(column.py_name.bind(py), object)?;
@@ -291,16 +300,12 @@ impl RowDecoder {
         let column = &self.columns[self.timestamp];
         let bad = |detail: String| Reject::Record(BAD_TIMESTAMP, detail);
         let ts_ms = match value {
-            None | Some(Scalar::Null) => {
-                let what = if value.is_none() { "missing" } else { "null" };
-                return Err(Reject::Record(MISSING_TIMESTAMP, format!("required field `{}` is {what}", column.name)));
-            }
+            None | Some(Scalar::Null) => return Err(absent(MISSING_TIMESTAMP, column, value)),
             Some(Scalar::Str(text)) if column.kind == Kind::Timestamp => parse_iso_ms(text)
                 .ok_or_else(|| bad(format!("`{}`: {text:?} is not an ISO 8601 date and time", column.name)))?,
             Some(Scalar::Int(ms)) if (self.min_ms..=self.max_ms).contains(ms) => *ms,
-            Some(Scalar::Int(_) | Scalar::UInt(_)) => {
-                let number = value.as_ref().map(Scalar::describe).unwrap_or_default();
-                return Err(bad(format!("`{}`: {number} is not plausible epoch milliseconds", column.name)));
+            Some(number @ (Scalar::Int(_) | Scalar::UInt(_))) => {
+                return Err(bad(format!("`{}`: {} is not plausible epoch milliseconds", column.name, number.describe())));
             }
             Some(other) => {
                 let expected = if column.kind == Kind::Timestamp { "an ISO 8601 string or epoch milliseconds" } else { "epoch milliseconds" };
@@ -313,6 +318,12 @@ impl RowDecoder {
         }
         Ok(ts_ms)
     }
+}
+
+/// A required column with no value (`value` None: no key at all).
+fn absent(reason: &'static str, column: &Column, value: &Option<Scalar>) -> Reject {
+    let what = if value.is_none() { "missing" } else { "null" };
+    Reject::Record(reason, format!("required field `{}` is {what}", column.name))
 }
 
 /// A non-null value of a column other than the event time as its Python object, if its JSON type fits the

@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyString, PyTimeAccess, PyTuple};
 
-use crate::decode::{days_from_civil, Kind};
+use crate::decode::{days_from_civil, parse_schema, Kind};
 
 /// Bits in Arrow's order: bit i of byte i / 8, least significant first.
 #[derive(Default)]
@@ -186,15 +186,8 @@ pub struct LogBuffers {
 impl LogBuffers {
     #[new]
     fn new(py: Python<'_>, schema: Vec<(String, String)>, timestamp_field: &str) -> PyResult<Self> {
-        let mut columns = Vec::with_capacity(schema.len());
-        for (name, kind) in &schema {
-            let kind = Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("column {name}: unknown type '{kind}'")))?;
-            columns.push((PyString::intern(py, name).unbind(), kind));
-        }
-        let timestamp = schema
-            .iter()
-            .position(|(name, _)| name == timestamp_field)
-            .ok_or_else(|| PyValueError::new_err(format!("the schema has no timestamp column {timestamp_field}")))?;
+        let (columns, timestamp) = parse_schema(schema, timestamp_field)?;
+        let columns = columns.into_iter().map(|(name, kind)| (PyString::intern(py, &name).unbind(), kind)).collect();
         Ok(LogBuffers { columns, timestamp, partitions: BTreeMap::new() })
     }
 

@@ -136,9 +136,7 @@ impl Router {
                 None => row.clone(),
                 Some(udf) => match udf.bind(py).call1((row,)) {
                     Ok(out) => out,
-                    // A udf bug on one event must not stop the partition.
-                    Err(err) if err.is_instance_of::<PyException>(py) => return Ok(Some((UDF_ERROR, describe(py, &err)))),
-                    Err(err) => return Err(err),
+                    Err(err) => return udf_error(py, err),
                 },
             };
             let mut entities = Vec::with_capacity(group.sinks.len());
@@ -146,8 +144,7 @@ impl Router {
                 let found = entity(&out, &sink.keys).and_then(|entity| Ok((entity, sink.events.borrow(py).values(&out)?)));
                 match found {
                     Ok(found) => entities.push(found),
-                    Err(err) if err.is_instance_of::<PyException>(py) => return Ok(Some((UDF_ERROR, describe(py, &err)))),
-                    Err(err) => return Err(err),
+                    Err(err) => return udf_error(py, err),
                 }
             }
             routed.push(entities);
@@ -184,9 +181,14 @@ fn entity<'py>(out: &Bound<'py, PyAny>, keys: &[Py<PyString>]) -> PyResult<Bound
     Ok(entity)
 }
 
-fn describe(py: Python<'_>, err: &PyErr) -> String {
+/// A udf's exception (or its output's) refuses the record: a udf bug on one event must not stop the
+/// partition. Anything else (KeyboardInterrupt, SystemExit) stops the batch.
+fn udf_error(py: Python<'_>, err: PyErr) -> PyResult<Option<Refusal>> {
+    if !err.is_instance_of::<PyException>(py) {
+        return Err(err);
+    }
     let kind = err.get_type(py).name().map_or_else(|_| "Exception".to_owned(), |name| name.to_string());
-    format!("{kind}: {}", err.value(py))
+    Ok(Some((UDF_ERROR, format!("{kind}: {}", err.value(py)))))
 }
 
 /// Records routed between two chances for other threads to take the GIL (a few ms of work).

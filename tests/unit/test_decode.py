@@ -145,3 +145,10 @@ def test_the_event_time_is_judged_first() -> None:
     with pytest.raises(Rejected) as caught:
         DECODER.decode(b'{"user_id":"abc","item_id":1}')
     assert caught.value.reason == MISSING_TIMESTAMP
+
+
+def test_a_missing_key_is_a_missing_key_whatever_its_type() -> None:
+    decoder = Decoder({"seen": "timestamp", "ts": "timestamp"}, "ts", ("seen",))
+    with pytest.raises(Rejected) as caught:
+        decoder.decode(b'{"ts":"2026-11-26T10:00:00Z"}')
+    assert caught.value.reason == MISSING_KEY and "`seen` is missing" in caught.value.detail

@@ -117,3 +117,10 @@ def test_a_refused_first_row_leaves_no_buffer_behind(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="event log column i: a str is not a bigint"):
         writer.buffers.append(4, 10, {"i": "x"}, 1_700_000_000_000)
     assert writer.pending == 0 and writer.take() == []
+
+
+def test_the_event_log_refuses_a_schema_the_decoder_refuses(tmp_path: Path) -> None:
+    source = StreamSourceSpec(name="s", topic="s", bootstrap_servers="", timestamp_field="ts",
+                              schema={"id": "bigint", "ts": "string"}, lateness_ms=0, event_log_path=None)
+    with pytest.raises(ValueError, match="the event time column ts is a string"):
+        EventLogWriter(source, tmp_path)
