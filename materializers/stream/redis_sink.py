@@ -21,20 +21,16 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
+from featurestream_native import StateCache, StateWrites
+
 from featurestream.online.scripts import STATE_CAS
 from materializers.stream.commands import command_stream
 from materializers.stream.metrics import REDIS_RETRIES
-from materializers.stream.state_batch import Entity, StateBatch
-from materializers.stream.state_cache import StateCache, StoredState
+from materializers.stream.state_batch import StateBatch
 
 log = logging.getLogger(__name__)
 MAX_CAS_ROUNDS = 50
 KEYS_PER_CALL = 200
-# (batch, entity, key, what Redis holds) of a key ready for its compare-and-set
-Ready = tuple[StateBatch, Entity, str, StoredState]
-ToRead = tuple[StateBatch, Entity, str]
-# a Ready's, then the new state, its encoding and the last offset applied per partition
-Update = tuple[StateBatch, Entity, str, StoredState, Any, bytes, dict[int, int]]
 
 
 class RedisSink:
@@ -44,9 +40,10 @@ class RedisSink:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._cluster = isinstance(client, RedisCluster)
         self._cas = client.register_script(STATE_CAS)
-        self._cache = StateCache()
+        self._cache = StateCache()  # see native/src/state_cache.rs
+        # On a cluster a call's keys share a hash slot.
+        self._slot_of = (lambda key: key_slot(key.encode())) if isinstance(client, RedisCluster) else None
 
     def write(self, *batches: Sequence[StateBatch]) -> None:
         """Apply the view batches, retrying with backoff while Redis is unreachable (safe: every write is fenced)."""
@@ -73,77 +70,15 @@ class RedisSink:
             self._cache.clear()
 
     def _write_once(self, batches: list[StateBatch]) -> None:
-        to_read: list[ToRead] = []
-        ready: list[Ready] = []
-        for batch in batches:
-            for entity in batch.events.entities():
-                key = batch.key(entity)
-                stored = self._cache.get(key, batch.events.partitions(entity))
-                if stored is None:
-                    to_read.append((batch, entity, key))
-                else:
-                    ready.append((batch, entity, key, stored))
+        writes = StateWrites(self._cache, batches)  # per key, in Rust: split, build the calls, settle
         version = self._cache.new_version()  # one per write: a key is written at most once by it
         for _ in range(MAX_CAS_ROUNDS):
             with command_stream(self.client) as commands:
-                for batch, entity, key in to_read:
-                    commands.send("HMGET", key, *batch.read_fields(entity))
-                cas = self._send_cas(commands, ready, version)
+                writes.send(commands, self._cas.sha, version, KEYS_PER_CALL, self._slot_of)
                 replies = _raise_errors(commands.replies())
-            reads = replies[:len(to_read)]
-            failed = self._settle_cas(cas, replies[len(to_read):], version)
-            ready = [(batch, entity, key, batch.stored(entity, read))
-                     for (batch, entity, key), read in zip(to_read, reads, strict=True)]
-            to_read = failed
-            if not ready and not to_read:
+            if writes.settle(self._cache, replies, version):
                 return
-        raise RuntimeError(f"the state of {len(to_read)} entities kept changing under us; another writer?")
-
-    def _send_cas(self, commands: Any, ready: list[Ready], version: str) -> list[list[Update]]:
-        """Send the compare-and-set of every key with events to apply, a call as soon as it is full (Redis
-        runs it while the next is built); returns the sent calls' updates."""
-        sent = []
-        pending: dict[tuple[int, int], list[Update]] = {}  # (hash slot on a cluster, expiry) -> a call's updates
-        for batch, entity, key, stored in ready:
-            new = batch.update(entity, stored)
-            if new is None:
-                continue
-            bucket = (key_slot(key.encode()) if self._cluster else 0, batch.expiry_ms)
-            call = pending.get(bucket)
-            if call is None:
-                call = pending[bucket] = []
-            call.append((batch, entity, key, stored, *new))
-            if len(call) >= KEYS_PER_CALL:
-                self._send_call(commands, call, bucket[1], version)
-                sent.append(call)
-                pending[bucket] = []
-        for (_, expiry_ms), call in pending.items():
-            if call:
-                self._send_call(commands, call, expiry_ms, version)
-                sent.append(call)
-        return sent
-
-    def _send_call(self, commands: Any, call: list[Update], expiry_ms: int, version: str) -> None:
-        args: list[Any] = [expiry_ms, version]
-        for batch, _, _, stored, _, blob, offsets in call:
-            args += (stored.version, blob, len(offsets))
-            for partition, offset in sorted(offsets.items()) if len(offsets) > 1 else offsets.items():
-                args += (batch.offset_field(partition), offset)
-        commands.send("EVALSHA", self._cas.sha, len(call), *(update[2] for update in call), *args)
-
-    def _settle_cas(self, sent: list[list[Update]], replies: list[list[int]], version: str) -> list[ToRead]:
-        """Cache what was written; returns the keys somebody else wrote first, to read and retry."""
-        failed = []
-        cache = self._cache
-        for call, oks in zip(sent, replies, strict=True):
-            for (batch, entity, key, stored, state, blob, offsets), ok in zip(call, oks, strict=True):
-                if ok:
-                    stored.applied.update(offsets)  # the entry is replaced: updating in place is safe
-                    cache.put(key, StoredState(version, state, stored.applied, len(blob)))
-                else:
-                    cache.drop(key)
-                    failed.append((batch, entity, key))
-        return failed
+        raise RuntimeError(f"the state of {len(writes)} entities kept changing under us; another writer?")
 
 
 def _raise_errors(replies: list[Any]) -> list[Any]:

@@ -8,14 +8,12 @@ the sink reads it or takes it from its cache and writes it back by compare-and-s
 
 from __future__ import annotations
 
-from typing import Any
 
 from featurestream_native import EntityEvents, SessionFold
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.windows import sessions
 from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
-from materializers.stream.state_cache import StoredState
 
 # Sessions are pruned this far behind the newest one: partitions feeding one entity may lag each other.
 PRUNE_SLACK_MS = 86_400_000
@@ -38,11 +36,11 @@ class SessionBatch(StateBatch):
     def decode(self, blob: bytes | None) -> sessions.SessionState:
         return sessions.decode(blob) if blob else []
 
-    def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        state = stored.state
-        offsets = self._fold.fold(state, self.events, entity, stored.applied)
+    def update(self, entity: Entity, state: sessions.SessionState, applied: dict[int, int]) \
+            -> tuple[bytes, dict[int, int]] | None:
+        offsets = self._fold.fold(state, self.events, entity, applied)
         if offsets is None:
             return None
         newest = state[-1][sessions.LAST]
         sessions.prune(state, newest - self.view.source.lateness_ms - PRUNE_SLACK_MS, self.gap_ms)
-        return state, sessions.encode(state), offsets
+        return sessions.encode(state), offsets

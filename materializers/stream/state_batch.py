@@ -19,9 +19,8 @@ from typing import Any
 from featurestream_native import EntityEvents
 
 from featurestream.definitions import StreamViewSpec
-from featurestream.online.keys import OldLayoutError, offset_field
+from featurestream.online.keys import offset_field
 from materializers.stream.key_cache import cached_state_keys
-from materializers.stream.state_cache import StoredState
 
 EXPIRY_MARGIN_MS = 3_600_000
 Entity = tuple[Any, ...]
@@ -51,23 +50,9 @@ class StateBatch(ABC):
         """The state stored as `blob` (None: the key holds none yet), as `update` takes it."""
 
     @abstractmethod
-    def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
-        """Apply the entity's events past `stored.applied` to `stored.state`, in place: the new state, its
-        encoding and the last offset applied per partition; None when every event was applied before."""
+    def update(self, entity: Entity, state: Any, applied: dict[int, int]) -> tuple[bytes, dict[int, int]] | None:
+        """Apply the entity's events past `applied` (partition -> last offset applied) to `state`, in place: the
+        new state's encoding and the last offset applied per partition; None when every event was applied before."""
 
     def offset_field(self, partition: int) -> str:
         return offset_field(self.topic, partition)
-
-    def read_fields(self, entity: Entity) -> list[str]:
-        return ["v", "s", *(self.offset_field(p) for p in self.events.partitions(entity))]
-
-    def stored(self, entity: Entity, read: list[bytes | None]) -> StoredState:
-        """The reply to HMGET of `read_fields(entity)`, parsed."""
-        version, blob, *offsets = read
-        if version is None and any(o is not None for o in offsets):  # this layout writes all three together
-            raise OldLayoutError(f"{self.key(entity)} holds fences but no state version: it was written by an older "
-                                 "featurestream layout. Stop the stream materializers and run `featurestream rebuild` "
-                                 "to recompute the views from the event log.")
-        applied = {p: int(o) if o is not None else -1 for p, o in zip(self.events.partitions(entity), offsets, strict=True)}
-        return StoredState(version.decode() if version is not None else "", self.decode(blob), applied)
-

@@ -14,14 +14,12 @@ following their pointers.
 
 from __future__ import annotations
 
-from typing import Any
 
 from featurestream_native import EntityEvents, TilePlan, TileState
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.series import retention_ms, series_retention_ms, view_series
 from materializers.stream.state_batch import EXPIRY_MARGIN_MS, Entity, StateBatch
-from materializers.stream.state_cache import StoredState
 
 
 class TileBatch(StateBatch):
@@ -43,10 +41,10 @@ class TileBatch(StateBatch):
         """The stored state, less the series this view no longer keeps."""
         return self._plan.decode(blob)
 
-    def update(self, entity: Entity, stored: StoredState) -> tuple[Any, bytes, dict[int, int]] | None:
+    def update(self, entity: Entity, state: TileState, applied: dict[int, int]) -> tuple[bytes, dict[int, int]] | None:
         # Tiles are kept relative to the newest event ever applied (a batch from a lagging partition
         # may hold only old events), which the state records.
-        offsets = self._plan.fold(stored.state, self.events, entity, stored.applied)
+        offsets = self._plan.fold(state, self.events, entity, applied)
         if offsets is None:
             return None
-        return stored.state, self._plan.encode(stored.state), offsets
+        return self._plan.encode(state), offsets

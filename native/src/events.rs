@@ -108,10 +108,10 @@ pub struct EntityEvents {
     columns: Vec<Py<PyString>>,
     /// entity (a tuple of join-key values) -> its position in the vectors below
     positions: Py<PyDict>,
-    entities: Vec<PyObject>,
+    pub(crate) entities: Vec<PyObject>,
     events: Vec<Vec<Record>>,
     /// per entity, the partitions of its events, ascending
-    partitions: Vec<Vec<i64>>,
+    pub(crate) partitions: Vec<Vec<i64>>,
 }
 
 #[pymethods]

@@ -1,6 +1,6 @@
 //! Kernels of the stream materializer that run once per event, where Python's interpreter was the
 //! bottleneck (see docs/BENCHMARKS.md): records' decoding and routing, the event log's buffers, a micro-batch's
-//! events per entity, windows' tiles and sessions, and the RESP of the writes.
+//! events per entity, windows' tiles and sessions, the writer's per-key work and cache, and the RESP of the writes.
 //! Built and installed by `make install`.
 
 use pyo3::prelude::*;
@@ -11,6 +11,8 @@ mod events;
 mod resp;
 mod router;
 mod sessions;
+mod state_cache;
+mod state_writes;
 mod tiles;
 
 #[pymodule]
@@ -29,5 +31,7 @@ fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tiles::TilePlan>()?;
     m.add_class::<tiles::TileState>()?;
     m.add_class::<sessions::SessionFold>()?;
+    m.add_class::<state_cache::StateCache>()?;
+    m.add_class::<state_writes::StateWrites>()?;
     Ok(())
 }

@@ -1,58 +1,160 @@
-"""The sink's cache of written states: bounded by entries and by encoded bytes, oldest writes out first."""
+"""The sink's cache of written states (bounded by entries and by encoded bytes, oldest writes out first) and
+the per-key work of a write (`StateWrites`): which keys are read first, the compare-and-set calls, what the
+replies settle."""
 
 from __future__ import annotations
 
-from materializers.stream.state_cache import StateCache, StoredState
+from typing import Any
+
+import pytest
+from featurestream_native import StateCache, StateWrites
+
+from featurestream.online.keys import OldLayoutError
+from featurestream.online.reader import window_features
+from materializers.stream.tile_batch import TileBatch
+from tests.unit.test_tile_batch import NEWEST, _demo_view
 
 
-def _stored(size: int, applied: dict[int, int] | None = None) -> StoredState:
-    return StoredState("v", [], applied if applied is not None else {0: 5}, size)
+def _put(cache: StateCache, key: str, size: int, applied: dict[int, int] | None = None) -> None:
+    cache.put(key, "v", [], applied if applied is not None else {0: 5}, size)
 
 
 def test_the_oldest_written_entries_go_first_past_the_entry_limit() -> None:
     cache = StateCache(capacity=2, capacity_bytes=1 << 20)
-    cache.put("a", _stored(1))
-    cache.put("b", _stored(1))
-    cache.put("a", _stored(1))  # written again: now the newest
-    cache.put("c", _stored(1))
+    _put(cache, "a", 1)
+    _put(cache, "b", 1)
+    _put(cache, "a", 1)  # written again: now the newest
+    _put(cache, "c", 1)
     assert cache.get("b", [0]) is None
     assert cache.get("a", [0]) is not None and cache.get("c", [0]) is not None
+    assert len(cache) == 2
 
 
 def test_encoded_bytes_bound_the_cache_and_replaced_or_dropped_entries_free_theirs() -> None:
     cache = StateCache(capacity=100, capacity_bytes=100)
-    cache.put("a", _stored(60))
-    cache.put("a", _stored(60))  # replaces, does not add
-    cache.put("b", _stored(40))
+    _put(cache, "a", 60)
+    _put(cache, "a", 60)  # replaces, does not add
+    _put(cache, "b", 40)
     assert cache.get("a", [0]) is not None
-    cache.put("c", _stored(30))  # 130 bytes: the oldest goes
+    _put(cache, "c", 30)  # 130 bytes: the oldest goes
     assert cache.get("a", [0]) is None
     assert cache.get("b", [0]) is not None and cache.get("c", [0]) is not None
     cache.drop("b")
-    cache.put("d", _stored(70))  # 30 + 70 fits
+    _put(cache, "d", 70)  # 30 + 70 fits
     assert cache.get("c", [0]) is not None and cache.get("d", [0]) is not None
     cache.clear()
-    cache.put("e", _stored(100))
+    _put(cache, "e", 100)
     assert cache.get("e", [0]) is not None
+
+
+def test_many_rewrites_of_few_keys_keep_the_order_right() -> None:
+    """Each put leaves a stale place in the eviction order; they are swept, and never evict a rewritten key."""
+    cache = StateCache(capacity=3, capacity_bytes=1 << 20)
+    for i in range(5000):
+        _put(cache, "abc"[i % 3], 1)
+    _put(cache, "d", 1)  # the last puts were c, a, b: "c" goes
+    assert [cache.get(k, [0]) is not None for k in "abcd"] == [True, True, False, True]
 
 
 def test_an_entry_serves_only_partitions_whose_fence_it_knows() -> None:
     cache = StateCache()
-    cache.put("a", _stored(1, {0: 5, 2: 7}))
-    assert cache.get("a", [0, 2]) is not None
+    _put(cache, "a", 1, {0: 5, 2: 7})
+    assert cache.get("a", [0, 2]) == ("v", [], {0: 5, 2: 7})
     assert cache.get("a", [1]) is None
+
+
+def test_versions_are_unique_to_the_cache_and_the_write() -> None:
+    first, second = StateCache(), StateCache()
+    versions = {first.new_version(), first.new_version(), second.new_version()}
+    assert len(versions) == 3
+
+
+class Commands:
+    """Records what a round sends, as `CommandStream.send` takes it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(self, *words: Any) -> None:
+        self.sent.append(words)
+
+
+def _batch(*events: tuple[int, int, int]) -> TileBatch:
+    """A demo windowed view's batch of (user, partition, offset) events."""
+    batch = TileBatch("p", _demo_view())
+    for user, partition, offset in events:
+        batch.events.add((user,), partition, offset, NEWEST, dict.fromkeys(batch.events.columns, 1.0))
+    return batch
+
+
+def test_unknown_keys_are_read_then_written_with_their_fences_and_cached() -> None:
+    cache = StateCache()
+    batch = _batch((7, 1, 10), (7, 0, 4), (8, 0, 5))
+    writes = StateWrites(cache, [batch])
+    assert len(writes) == 2
+    commands = Commands()
+    writes.send(commands, "sha", "ver1", 200)
+    key7, key8 = batch.key((7,)), batch.key((8,))
+    assert commands.sent == [("HMGET", key7, "v", "s", batch.offset_field(0), batch.offset_field(1)),
+                             ("HMGET", key8, "v", "s", batch.offset_field(0))]
+    # 7 is new; 8 holds an older write whose fence is past its event: nothing of it to apply.
+    assert not writes.settle(cache, [[None, None, None, None], [b"old", None, b"5"]], "ver1")
+    commands = Commands()
+    writes.send(commands, "sha", "ver1", 200)
+    [call] = commands.sent
+    assert call[:6] == ("EVALSHA", "sha", 1, key7, batch.expiry_ms, "ver1")
+    blob = call[7]
+    assert call[6:] == ("", blob, 2, batch.offset_field(0), 4, batch.offset_field(1), 10)  # fences by partition
+    assert writes.settle(cache, [[1]], "ver1")
+    assert len(writes) == 0
+    version, _, applied = cache.get(key7, [0, 1])
+    assert (version, applied) == ("ver1", {0: 4, 1: 10})
+    assert window_features(batch.view, blob, NEWEST)["events_1h"] == 2
+    assert cache.get(key8, [0]) is None  # nothing written: nothing cached
+
+    # The next write of 7 needs no read.
+    again = _batch((7, 0, 6))
+    writes = StateWrites(cache, [again])
+    commands = Commands()
+    writes.send(commands, "sha", "ver2", 200)
+    [call] = commands.sent
+    assert call[:7] == ("EVALSHA", "sha", 1, key7, again.expiry_ms, "ver2", "ver1")
+    assert call[8:] == (1, again.offset_field(0), 6)
+    assert window_features(batch.view, call[7], NEWEST)["events_1h"] == 3  # the cached state, updated
+
+
+def test_a_key_somebody_else_wrote_is_dropped_and_read_again() -> None:
+    cache = StateCache()
+    cache.put(_batch().key((7,)), "mine", _batch().decode(None), {0: 3}, 10)
+    batch = _batch((7, 0, 4))
+    writes = StateWrites(cache, [batch])
+    commands = Commands()
+    writes.send(commands, "sha", "ver", 200)
+    assert commands.sent[0][6] == "mine"
+    assert not writes.settle(cache, [[0]], "ver")  # refused: somebody else wrote
+    assert cache.get(batch.key((7,)), [0]) is None
+    commands = Commands()
+    writes.send(commands, "sha", "ver", 200)
+    assert commands.sent == [("HMGET", batch.key((7,)), "v", "s", batch.offset_field(0))]
+
+
+def test_calls_hold_at_most_keys_per_call_and_replies_must_match_them() -> None:
+    cache = StateCache()
+    batch = _batch(*((user, 0, user) for user in range(5)))
+    writes = StateWrites(cache, [batch])
+    writes.send(Commands(), "sha", "v", 2)
+    assert not writes.settle(cache, [[None, None, None]] * 5, "v")
+    commands = Commands()
+    writes.send(commands, "sha", "v", 2)
+    assert [call[2] for call in commands.sent] == [2, 2, 1]
+    with pytest.raises(RuntimeError, match="2 replies for 0 reads and 3 compare-and-set calls"):
+        writes.settle(cache, [[1, 1], [1, 1]], "v")
 
 
 def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
     """Fences without a state version: reading it as empty would drop its history behind those fences."""
-    import pytest
-
-    from featurestream.online.keys import OldLayoutError
-    from materializers.stream.tile_batch import TileBatch
-    from tests.unit.test_tile_batch import _demo_view
-
-    batch = TileBatch("p", _demo_view())
-    batch.events.add((7,), 0, 9, 1_790_000_000_000, dict.fromkeys(batch.events.columns))
+    batch = _batch((7, 0, 9))
+    writes = StateWrites(StateCache(), [batch])
+    writes.send(Commands(), "sha", "v", 200)
     with pytest.raises(OldLayoutError, match="featurestream rebuild"):
-        batch.stored((7,), [None, None, b"5"])
-    assert batch.stored((7,), [None, None, None]).applied == {0: -1}  # a new key
+        writes.settle(StateCache(), [[None, None, b"5"]], "v")

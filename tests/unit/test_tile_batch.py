@@ -17,7 +17,6 @@ from featurestream.online.reader import window_features
 from featurestream.online.series import (
     LAST_KEY, Tiles, decode_tiles, series_retention_ms, view_series,
 )
-from materializers.stream.state_cache import StoredState
 from materializers.stream.tile_batch import TileBatch
 from tests.conftest import FEATURE_REPO
 from tests.partials import order_key
@@ -52,7 +51,7 @@ class Store:
 
     def __init__(self, view: StreamViewSpec) -> None:
         self.view = view
-        self.keys: dict[str, StoredState] = {}
+        self.keys: dict[str, tuple[Any, dict[int, int]]] = {}  # key -> (state, applied)
         self.blobs: dict[str, bytes] = {}  # what was written, decoded as the reader decodes it
 
     def apply(self, events: list[Event]) -> None:
@@ -61,12 +60,12 @@ class Store:
             batch.events.add((key,), partition, offset, ts, row)
         for entity in batch.events.entities():
             key = batch.key(entity)
-            held = self.keys.get(key, StoredState("", batch.decode(None), {}))
-            applied = {p: held.applied.get(p, -1) for p in batch.events.partitions(entity)}
-            update = batch.update(entity, StoredState("", held.state, applied))
+            state, held = self.keys.get(key, (batch.decode(None), {}))
+            applied = {p: held.get(p, -1) for p in batch.events.partitions(entity)}
+            update = batch.update(entity, state, applied)
             if update is not None:
-                _, blob, offsets = update
-                self.keys[key] = StoredState("", batch.decode(blob), {**held.applied, **applied, **offsets})
+                blob, offsets = update
+                self.keys[key] = (batch.decode(blob), {**held, **applied, **offsets})
                 self.blobs[key] = blob
 
 
@@ -172,8 +171,8 @@ def test_a_function_added_over_the_same_column_and_slide_leaves_the_others_tiles
     store = Store(before)
     store.apply([(0, 0, 1, NEWEST - 2 * MINUTE, {"x": 2.0}), (0, 0, 2, NEWEST - MINUTE, {"x": 3.0})])
     store.view = after
-    [(key, held)] = store.keys.items()
-    store.keys[key] = held._replace(state=TileBatch("p", after).decode(store.blobs[key]))
+    [(key, (_, applied))] = store.keys.items()
+    store.keys[key] = (TileBatch("p", after).decode(store.blobs[key]), applied)
     store.apply([(0, 0, 3, NEWEST, {"x": 5.0})])
     values = window_features(after, store.blobs[key], NEWEST)
     assert values["s1h"] == 10.0
