@@ -78,7 +78,7 @@ impl StateWrites {
                 }
                 let key = key_of.call1((entity,))?.downcast_into::<PyString>()?;
                 let target = Target { batch: at, entity: entity.clone_ref(py), key: key.clone().unbind(), partitions: partitions.clone() };
-                match cache.lookup(py, key.to_str()?, partitions)? {
+                match cache.lookup(&key, partitions)? {
                     Some(stored) => writes.ready.push(Held { target, stored: stored.clone_ref(py) }),
                     None => writes.to_read.push(target),
                 }
@@ -170,13 +170,13 @@ impl StateWrites {
             }
             for (update, ok) in call.into_iter().zip(oks) {
                 let Update { held: Held { target, stored }, offsets, size, .. } = update;
-                let key = target.key.bind(py).to_str()?;
+                let key = target.key.bind(py);
                 if ok == 1 {
                     // The entry is replaced: updating its fences in place is safe.
                     stored.applied.bind(py).update(offsets.bind(py).as_mapping())?;
-                    cache.insert(key.to_owned(), Stored { version: version.clone_ref(py), size, ..stored });
+                    cache.insert(key, Stored { version: version.clone_ref(py), size, ..stored })?;
                 } else {
-                    cache.remove(key);
+                    cache.remove(key)?;
                     failed.push(target);
                 }
             }

@@ -158,3 +158,22 @@ def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
     writes.send(Commands(), "sha", "v", 200)
     with pytest.raises(OldLayoutError, match="featurestream rebuild"):
         writes.settle(StateCache(), [[None, None, b"5"]], "v")
+
+
+class Colliding(str):
+    """A key whose hash is another's: the cache finds entries by the key's hash."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_keys_of_one_hash_never_share_an_entry() -> None:
+    cache = StateCache(capacity=10, capacity_bytes=100)
+    _put(cache, Colliding("a"), 60)
+    assert cache.get(Colliding("b"), [0]) is None
+    _put(cache, Colliding("b"), 50)  # replaces "a": 50 bytes held, not 110
+    assert cache.get(Colliding("a"), [0]) is None and cache.get(Colliding("b"), [0]) is not None
+    cache.drop(Colliding("a"))  # not the key held
+    assert cache.get(Colliding("b"), [0]) is not None
+    _put(cache, "c", 50)
+    assert cache.get(Colliding("b"), [0]) is not None and len(cache) == 2
