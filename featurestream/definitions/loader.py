@@ -16,6 +16,7 @@ from typing import Any
 
 from featurestream.definitions.specs import (
     AGGREGATION_FUNCTIONS,
+    NUMERIC_FUNCTIONS,
     SESSION_BUILTINS,
     AggregationSpec,
     BatchViewSpec,
@@ -190,6 +191,18 @@ def _aggregation_spec(view_name: str, agg: Any, session: bool) -> AggregationSpe
     return AggregationSpec(name, agg.column, agg.function, window, slide)
 
 
+def _check_columns(view_name: str, aggregations: tuple[AggregationSpec, ...], source: StreamSourceSpec) -> None:
+    """Without a udf, each aggregated column must be the source's, and one added up must hold numbers."""
+    for agg in aggregations:
+        where = f"stream feature view {view_name!r}, aggregation {agg.name!r}"
+        kind = source.schema.get(agg.column)
+        if kind is None:
+            raise DefinitionError(f"{where}: column {agg.column!r} is not in the schema of source {source.name!r}, "
+                                  "and the view has no udf to derive it")
+        if agg.function in NUMERIC_FUNCTIONS and kind not in ("bigint", "double", "boolean"):
+            raise DefinitionError(f"{where}: {agg.function} adds numbers up, but column {agg.column!r} is a {kind}")
+
+
 def stream_view_spec(view: Any, join_keys: dict[str, str]) -> StreamViewSpec:
     if not view.timestamp_field:
         raise DefinitionError(f"stream feature view {view.name!r} has no timestamp_field")
@@ -216,6 +229,8 @@ def stream_view_spec(view: Any, join_keys: dict[str, str]) -> StreamViewSpec:
             "(so Feast and the serving API know the types)"
         )
     source = _stream_source_spec(view)
+    if view.udf is None:  # the aggregations read the source's columns as they are
+        _check_columns(view.name, aggregations, source)
     if view.timestamp_field not in source.schema:
         raise DefinitionError(
             f"stream feature view {view.name!r}: timestamp field {view.timestamp_field!r} "

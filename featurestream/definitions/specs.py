@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AGGREGATION_FUNCTIONS = ("count", "sum", "mean", "min", "max", "stddev", "var", "last")
+# Functions that add their column's values up: only numbers (or nulls) are taken.
+NUMERIC_FUNCTIONS = ("sum", "mean", "stddev", "var")
 SESSION_BUILTINS = ("session_start", "session_event_count", "session_duration_s")
 
 

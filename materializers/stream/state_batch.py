@@ -19,6 +19,7 @@ from typing import Any
 from featurestream_native import EntityEvents
 
 from featurestream.definitions import StreamViewSpec
+from featurestream.definitions.specs import NUMERIC_FUNCTIONS
 from featurestream.online.keys import offset_field
 from materializers.stream.key_cache import cached_state_keys
 
@@ -34,7 +35,7 @@ class StateBatch(ABC):
         self.view = view
         self.topic = view.source.topic
         self.key = cached_state_keys(project, view)
-        self.events = EntityEvents(self.columns(view)) if events is None else events
+        self.events = EntityEvents(self.columns(view), numeric_columns(view)) if events is None else events
 
     def __len__(self) -> int:
         # The entities of the shared events: each view of a udf group gets every event of the group.
@@ -56,3 +57,8 @@ class StateBatch(ABC):
 
     def offset_field(self, partition: int) -> str:
         return offset_field(self.topic, partition)
+
+
+def numeric_columns(view: StreamViewSpec) -> list[str]:
+    """The columns the view adds up: their events take numbers only (anything else is the udf's error)."""
+    return list(dict.fromkeys(a.column for a in view.aggregations if a.function in NUMERIC_FUNCTIONS))

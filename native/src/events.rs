@@ -9,7 +9,7 @@
 //! added, while that dict is fresh in memory: read by the writer thread a micro-batch later, the rows'
 //! dicts were cold (dict lookups took a sixth of an in-process replay's CPU, by perf).
 
-use pyo3::exceptions::PyKeyError;
+use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
@@ -106,6 +106,8 @@ impl Event<'_> {
 pub struct EntityEvents {
     /// the udf-output columns the views read, which each event keeps
     columns: Vec<Py<PyString>>,
+    /// per column, whether a view adds its values up: only numbers are taken (see `number`)
+    numeric: Vec<bool>,
     /// entity (a tuple of join-key values) -> its position in the vectors below
     positions: Py<PyDict>,
     pub(crate) entities: Vec<PyObject>,
@@ -116,9 +118,12 @@ pub struct EntityEvents {
 
 #[pymethods]
 impl EntityEvents {
+    /// `numeric`: the columns a view sums, averages or takes the spread of.
     #[new]
-    fn new(py: Python<'_>, columns: Vec<String>) -> Self {
+    #[pyo3(signature = (columns, numeric = Vec::new()))]
+    fn new(py: Python<'_>, columns: Vec<String>, numeric: Vec<String>) -> Self {
         EntityEvents {
+            numeric: columns.iter().map(|c| numeric.contains(c)).collect(),
             columns: columns.iter().map(|c| PyString::intern(py, c).unbind()).collect(),
             positions: PyDict::new(py).unbind(),
             entities: Vec::new(),
@@ -169,6 +174,25 @@ impl EntityEvents {
     }
 }
 
+/// A value a view adds up must be a number (int, float or bool) or null: anything else would stop the writer
+/// at the fold or the encoding, batch after batch, so it is refused with its record.
+fn number(column: &Bound<'_, PyString>, cell: &Option<Cell>, py: Python<'_>) -> PyResult<()> {
+    let held = match cell {
+        None | Some(Cell::Int(_) | Cell::Float(_) | Cell::Bool(_)) => return Ok(()),
+        Some(Cell::Str(text)) => format!("the string {text:?}"),
+        Some(Cell::Py(object)) => {
+            let object = object.bind(py);
+            if object.is_instance_of::<PyInt>() {
+                format!("{object}, which leaves 64 bits")
+            } else {
+                format!("a {}", object.get_type().name()?)
+            }
+        }
+    };
+    Err(PyTypeError::new_err(format!("the udf's output column `{column}` holds {held}, but a view adds it up (sum, mean, \
+                                      stddev or var): it must be an int, a float or a bool")))
+}
+
 /// `mapping[key]`, None when the key is missing; a dict (what udfs return) is read without a method call.
 pub(crate) fn item<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
     match mapping.downcast::<PyDict>() {
@@ -182,17 +206,23 @@ pub(crate) fn item<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>)
 }
 
 impl EntityEvents {
-    /// The values of a row (any mapping) for the columns; a missing column is a KeyError.
+    /// The values of a row (any mapping) for the columns; a missing column is a KeyError, a value a view
+    /// cannot add up a TypeError.
     pub(crate) fn values(&self, row: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Cell>>> {
         let py = row.py();
         self.columns
             .iter()
-            .map(|column| {
+            .zip(&self.numeric)
+            .map(|(column, &numeric)| {
                 let column = column.bind(py);
                 let Some(value) = item(row, column)? else {
                     return Err(PyKeyError::new_err(format!("the udf's output has no column `{column}`, which a view reads")));
                 };
-                Cell::of(value)
+                let cell = Cell::of(value)?;
+                if numeric {
+                    number(column, &cell, py)?;
+                }
+                Ok(cell)
             })
             .collect()
     }

@@ -70,6 +70,20 @@ def test_unknown_function_is_rejected() -> None:
         load(view)
 
 
+def test_an_aggregated_column_the_source_lacks_needs_a_udf() -> None:
+    view = stream_view([Aggregation(column="amount", function="count", time_window=timedelta(hours=1), name="n")])
+    with pytest.raises(DefinitionError, match=r"'v'.*'n'.*column 'amount' is not in the schema of source 'clicks'"):
+        load(view)
+
+
+def test_adding_up_a_column_that_holds_no_numbers_is_rejected() -> None:
+    view = stream_view([Aggregation(column="ts", function="mean", time_window=timedelta(hours=1), name="m")])
+    with pytest.raises(DefinitionError, match=r"'v'.*'m'.*mean adds numbers up, but column 'ts' is a timestamp"):
+        load(view)
+    view = stream_view([Aggregation(column="ts", function="max", time_window=timedelta(hours=1), name="m")])
+    assert load(view).stream_views["v"].aggregations[0].function == "max"
+
+
 def test_session_gap_that_does_not_parse_is_rejected() -> None:
     view = stream_view([Aggregation(column="price", function="sum", name="spend")],
                        tags={"featurestream.session_gap": "soon"})

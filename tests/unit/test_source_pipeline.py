@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -108,6 +109,10 @@ def test_a_late_record_is_refused_and_leaves_no_trace(tmp_path: Path) -> None:
     (lambda row: {**DERIVE(row), "user_id": [row["user_id"]]}, "TypeError: unhashable type: 'list'"),
     (lambda row: None, "TypeError: 'NoneType' object is not subscriptable"),
     (lambda row: [], "TypeError: list indices must be integers"),
+    (lambda row: {**DERIVE(row), "purchase_value": "12.5"},
+     "column `purchase_value` holds the string \"12.5\", but a view adds it up"),
+    (lambda row: {**DERIVE(row), "purchase_value": 2 ** 70}, f"holds {2 ** 70}, which leaves 64 bits"),
+    (lambda row: {**DERIVE(row), "viewed_price": Decimal("1.5")}, "column `viewed_price` holds a Decimal"),
 ])
 def test_a_udf_that_fails_refuses_the_record_before_anything_changes(udf: object, detail: str, tmp_path: Path) -> None:
     views = _with_udf(udf)
