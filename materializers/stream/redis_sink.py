@@ -71,12 +71,11 @@ class RedisSink:
 
     def _write_once(self, batches: list[StateBatch]) -> None:
         writes = StateWrites(self._cache, batches)  # per key, in Rust: split, build the calls, settle
-        version = self._cache.new_version()  # one per write: a key is written at most once by it
         for _ in range(MAX_CAS_ROUNDS):
             with command_stream(self.client) as commands:
-                writes.send(commands, self._cas.sha, version, KEYS_PER_CALL, self._slot_of)
+                writes.send(commands, self._cas.sha, KEYS_PER_CALL, self._slot_of)
                 replies = _raise_errors(commands.replies())
-            if writes.settle(self._cache, replies, version):
+            if writes.settle(replies):
                 return
         raise RuntimeError(f"the state of {len(writes)} entities kept changing under us; another writer?")
 

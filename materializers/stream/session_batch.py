@@ -8,7 +8,6 @@ the sink reads it or takes it from its cache and writes it back by compare-and-s
 
 from __future__ import annotations
 
-
 from featurestream_native import EntityEvents, SessionFold
 
 from featurestream.definitions import StreamViewSpec

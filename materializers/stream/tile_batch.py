@@ -14,7 +14,6 @@ following their pointers.
 
 from __future__ import annotations
 
-
 from featurestream_native import EntityEvents, TilePlan, TileState
 
 from featurestream.definitions import StreamViewSpec

@@ -8,6 +8,9 @@
 //! Entries hold the decoded state, which a write updates in place: decoding a key's whole state for every
 //! write would cost more than the write. So an entry is only ever put back after Redis took the write, and
 //! the owner clears the cache when a write fails midway (the updated states may or may not be in Redis).
+//!
+//! The cache has no `__traverse__`: the collector never sees the states it holds, which is right for states
+//! (Rust tiles, lists of session dicts) that reference nothing back; see materializers/stream/collection.py.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -65,6 +68,7 @@ impl Hasher for Prehashed {
         self.0
     }
 
+    /// Only `write_u64` is used; hashing anything else stays correct, if slow.
     fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(byte);
@@ -187,9 +191,11 @@ impl StateCache {
         self.entries.len()
     }
 
-    /// (version, state, applied) of `key`, if the entry knows the fence of every one of `partitions`.
+    /// (version, state, a copy of the fences) of `key`, if the entry knows the fence of every one of `partitions`.
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyString>, partitions: Vec<i64>) -> PyResult<Option<Cached>> {
-        Ok(self.lookup(key, &partitions)?.map(|s| (s.version.clone_ref(py), s.state.clone_ref(py), s.applied.clone_ref(py))))
+        self.lookup(key, &partitions)?
+            .map(|s| Ok((s.version.clone_ref(py), s.state.clone_ref(py), s.applied.bind(py).copy()?.unbind())))
+            .transpose()
     }
 
     fn put(&mut self, key: &Bound<'_, PyString>, version: Py<PyString>, state: PyObject, applied: Py<PyDict>,
@@ -209,7 +215,7 @@ impl StateCache {
     }
 
     /// A version token no other process or write will ever use.
-    fn new_version(&mut self) -> String {
+    pub(crate) fn new_version(&mut self) -> String {
         self.writes += 1;
         format!("{}.{:x}", self.prefix, self.writes)
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::events::EntityEvents;
 use crate::state_cache::{StateCache, Stored};
@@ -41,14 +41,20 @@ struct Held {
 /// A key's compare-and-set, sent: the new state went to Redis and is cached once it took it.
 struct Update {
     held: Held,
-    /// the new state's encoding, until its call is sent
-    blob: Option<Py<PyBytes>>,
     offsets: Py<PyDict>,
     size: usize,
 }
 
+/// An update and the new state's encoding, until its call is sent.
+type Built = (Update, Py<PyBytes>);
+
+/// One write of a micro-batch's view batches: its keys, over as many rounds of reads and compare-and-sets
+/// as conflicts take. A write has its own version token, so a key is written at most once by it.
 #[pyclass(module = "featurestream_native")]
 pub struct StateWrites {
+    cache: Py<StateCache>,
+    #[pyo3(get)]
+    version: Py<PyString>,
     batches: Vec<Batch>,
     /// keys to read (HMGET) in the next round
     to_read: Vec<Target>,
@@ -62,11 +68,19 @@ pub struct StateWrites {
 impl StateWrites {
     /// The keys of `batches`' entities, each ready when `cache` holds its state, else to read.
     #[new]
-    fn new(py: Python<'_>, cache: PyRef<'_, StateCache>, batches: Vec<Bound<'_, PyAny>>) -> PyResult<Self> {
-        let mut writes = StateWrites { batches: Vec::new(), to_read: Vec::new(), ready: Vec::new(), sent: Vec::new() };
+    fn new(py: Python<'_>, cache: Bound<'_, StateCache>, batches: Vec<Bound<'_, PyAny>>) -> PyResult<Self> {
+        let version = PyString::new(py, &cache.try_borrow_mut()?.new_version()).unbind();
+        let mut writes = StateWrites {
+            cache: cache.clone().unbind(),
+            version,
+            batches: Vec::new(),
+            to_read: Vec::new(),
+            ready: Vec::new(),
+            sent: Vec::new(),
+        };
         for (at, batch) in batches.iter().enumerate() {
             let events = batch.getattr("events")?.downcast_into::<EntityEvents>()?;
-            let events = events.borrow();
+            let events = events.try_borrow()?;
             let key_of = batch.getattr("key")?;
             let offset_field = batch.getattr("offset_field")?;
             let mut fields = HashMap::new();
@@ -77,9 +91,11 @@ impl StateWrites {
                     }
                 }
                 let key = key_of.call1((entity,))?.downcast_into::<PyString>()?;
-                let target = Target { batch: at, entity: entity.clone_ref(py), key: key.clone().unbind(), partitions: partitions.clone() };
-                match cache.lookup(&key, partitions)? {
-                    Some(stored) => writes.ready.push(Held { target, stored: stored.clone_ref(py) }),
+                // The cache is borrowed for the lookup only: no Python code runs meanwhile.
+                let stored = cache.try_borrow()?.lookup(&key, partitions)?.map(|stored| stored.clone_ref(py));
+                let target = Target { batch: at, entity: entity.clone_ref(py), key: key.unbind(), partitions: partitions.clone() };
+                match stored {
+                    Some(stored) => writes.ready.push(Held { target, stored }),
                     None => writes.to_read.push(target),
                 }
             }
@@ -102,9 +118,12 @@ impl StateWrites {
     /// of each ready key with events to apply, many keys per call of the script `sha` (a call goes as soon as
     /// it holds `keys_per_call`, so Redis runs it while the next is built). `slot_of(key)`, on a cluster,
     /// keeps a call's keys in one hash slot.
-    #[pyo3(signature = (commands, sha, version, keys_per_call, slot_of = None))]
-    fn send(&mut self, py: Python<'_>, commands: &Bound<'_, PyAny>, sha: &Bound<'_, PyString>, version: &Bound<'_, PyString>,
-            keys_per_call: usize, slot_of: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    #[pyo3(signature = (commands, sha, keys_per_call, slot_of = None))]
+    fn send(&mut self, py: Python<'_>, commands: &Bound<'_, PyAny>, sha: &Bound<'_, PyString>, keys_per_call: usize,
+            slot_of: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        if !self.sent.is_empty() {
+            return Err(PyRuntimeError::new_err("the last round was sent but not settled"));
+        }
         let send = commands.getattr("send")?;
         for target in &self.to_read {
             let fields = &self.batches[target.batch].fields;
@@ -118,7 +137,7 @@ impl StateWrites {
             send.call1(PyTuple::new(py, words)?)?;
         }
         // (hash slot, expiry) -> the updates of the call being filled; the order the buckets first appeared
-        let mut pending: HashMap<(i64, i64), Vec<Update>> = HashMap::new();
+        let mut pending: HashMap<(i64, i64), Vec<Built>> = HashMap::new();
         let mut buckets = Vec::new();
         for held in std::mem::take(&mut self.ready) {
             let batch = &self.batches[held.target.batch];
@@ -137,47 +156,58 @@ impl StateWrites {
                 Vec::new()
             });
             let size = blob.as_bytes().len();
-            call.push(Update { held, blob: Some(blob.unbind()), offsets: offsets.unbind(), size });
+            call.push((Update { held, offsets: offsets.unbind(), size }, blob.unbind()));
             if call.len() >= keys_per_call {
                 let full = std::mem::take(call);
-                self.send_call(py, &send, sha, version, bucket.1, full)?;
+                self.send_call(py, &send, sha, bucket.1, full)?;
             }
         }
         for bucket in buckets {
             let call = pending.remove(&bucket).unwrap_or_default();
             if !call.is_empty() {
-                self.send_call(py, &send, sha, version, bucket.1, call)?;
+                self.send_call(py, &send, sha, bucket.1, call)?;
             }
         }
         Ok(())
     }
 
     /// Settle a round from its replies (the reads', then one list of 1/0 per compare-and-set call): cache what
-    /// Redis took, and make ready the keys read; the keys somebody else wrote first are read again. True when
-    /// nothing is left to send.
-    fn settle(&mut self, py: Python<'_>, mut cache: PyRefMut<'_, StateCache>, replies: Vec<Bound<'_, PyAny>>,
-              version: Py<PyString>) -> PyResult<bool> {
+    /// Redis took, and make ready the keys read; the keys somebody else wrote first are read again. Every
+    /// reply is checked before anything changes. True when nothing is left to send.
+    fn settle(&mut self, py: Python<'_>, replies: Vec<Bound<'_, PyAny>>) -> PyResult<bool> {
         let reads = self.to_read.len();
         if replies.len() != reads + self.sent.len() {
             return Err(PyRuntimeError::new_err(format!(
                 "{} replies for {reads} reads and {} compare-and-set calls", replies.len(), self.sent.len())));
         }
-        let mut failed = Vec::new();
-        for (call, oks) in std::mem::take(&mut self.sent).into_iter().zip(&replies[reads..]) {
-            let oks: Vec<i64> = oks.extract()?;
+        let mut results = Vec::with_capacity(self.sent.len());
+        for (call, oks) in self.sent.iter().zip(&replies[reads..]) {
+            let first = call[0].held.target.key.bind(py);
+            let oks = oks.downcast::<PyList>().ok().and_then(|oks| oks.extract::<Vec<i64>>().ok()).ok_or_else(|| {
+                PyRuntimeError::new_err(format!("the compare-and-set of {} keys from {first} returned {oks}, not a list of \
+                                                 1 and 0", call.len()))
+            })?;
             if oks.len() != call.len() {
-                return Err(PyRuntimeError::new_err(format!("{} results for a call of {} keys", oks.len(), call.len())));
+                return Err(PyRuntimeError::new_err(format!(
+                    "the compare-and-set of {} keys from {first} returned {} results", call.len(), oks.len())));
             }
-            for (update, ok) in call.into_iter().zip(oks) {
-                let Update { held: Held { target, stored }, offsets, size, .. } = update;
-                let key = target.key.bind(py);
-                if ok == 1 {
-                    // The entry is replaced: updating its fences in place is safe.
-                    stored.applied.bind(py).update(offsets.bind(py).as_mapping())?;
-                    cache.insert(key, Stored { version: version.clone_ref(py), size, ..stored })?;
-                } else {
-                    cache.remove(key)?;
-                    failed.push(target);
+            results.push(oks);
+        }
+        let mut failed = Vec::new();
+        {
+            let mut cache = self.cache.bind(py).try_borrow_mut()?;
+            for (call, oks) in std::mem::take(&mut self.sent).into_iter().zip(results) {
+                for (update, ok) in call.into_iter().zip(oks) {
+                    let Update { held: Held { target, stored }, offsets, size } = update;
+                    let key = target.key.bind(py);
+                    if ok == 1 {
+                        // The entry is replaced: updating its fences in place is safe.
+                        stored.applied.bind(py).update(offsets.bind(py).as_mapping())?;
+                        cache.insert(key, Stored { version: self.version.clone_ref(py), size, ..stored })?;
+                    } else {
+                        cache.remove(key)?;
+                        failed.push(target);
+                    }
                 }
             }
         }
@@ -191,59 +221,61 @@ impl StateWrites {
 }
 
 impl StateWrites {
-    fn send_call(&mut self, py: Python<'_>, send: &Bound<'_, PyAny>, sha: &Bound<'_, PyString>, version: &Bound<'_, PyString>,
-                 expiry_ms: i64, mut call: Vec<Update>) -> PyResult<()> {
+    fn send_call(&mut self, py: Python<'_>, send: &Bound<'_, PyAny>, sha: &Bound<'_, PyString>, expiry_ms: i64,
+                 call: Vec<Built>) -> PyResult<()> {
         let mut words: Vec<Bound<'_, PyAny>> = Vec::with_capacity(5 + call.len() * 6);
         words.push(PyString::new(py, "EVALSHA").into_any());
         words.push(sha.clone().into_any());
         words.push(call.len().into_pyobject(py)?.into_any());
-        for update in &call {
+        for (update, _) in &call {
             words.push(update.held.target.key.bind(py).clone().into_any());
         }
         words.push(expiry_ms.into_pyobject(py)?.into_any());
-        words.push(version.clone().into_any());
-        for update in &mut call {
+        words.push(self.version.bind(py).clone().into_any());
+        let mut updates = Vec::with_capacity(call.len());
+        for (update, blob) in call {
             let fields = &self.batches[update.held.target.batch].fields;
             let mut offsets: Vec<(i64, i64)> = update.offsets.bind(py).extract::<HashMap<i64, i64>>()?.into_iter().collect();
             offsets.sort_unstable();
             words.push(update.held.stored.version.bind(py).clone().into_any());
-            let blob = update.blob.take().ok_or_else(|| PyRuntimeError::new_err("an update sent twice"))?;
             words.push(blob.into_bound(py).into_any());
             words.push(offsets.len().into_pyobject(py)?.into_any());
             for (partition, offset) in offsets {
                 let field = fields.get(&partition).ok_or_else(|| PyRuntimeError::new_err(format!(
-                    "a fold applied partition {partition}, which the entity has no events of")))?;
+                    "a fold applied partition {partition}, which none of the batch's events came from")))?;
                 words.push(field.bind(py).clone().into_any());
                 words.push(offset.into_pyobject(py)?.into_any());
             }
+            updates.push(update);
         }
         send.call1(PyTuple::new(py, words)?)?;
-        self.sent.push(call);
+        self.sent.push(updates);
         Ok(())
     }
 
     /// The reply to a read (HMGET of `v`, `s` and the fences of the target's partitions).
     fn parse<'py>(&self, py: Python<'py>, target: &Target, read: &Bound<'py, PyAny>) -> PyResult<Stored> {
-        let values: Vec<Option<Bound<'py, PyBytes>>> = read.extract()?;
+        let key = target.key.bind(py);
+        let values = read.downcast::<PyList>().ok().and_then(|read| read.extract::<Vec<Option<Bound<'py, PyBytes>>>>().ok())
+            .ok_or_else(|| PyRuntimeError::new_err(format!("a read of {key} returned {read}, not a list of bytes or nil")))?;
         let [version, blob, offsets @ ..] = values.as_slice() else {
-            return Err(PyRuntimeError::new_err(format!("a read of {} returned {} values", target.key, values.len())));
+            return Err(PyRuntimeError::new_err(format!("a read of {key} returned {} values", values.len())));
         };
         if offsets.len() != target.partitions.len() {
-            return Err(PyRuntimeError::new_err(format!("a read of {} returned {} fences", target.key, offsets.len())));
+            return Err(PyRuntimeError::new_err(format!("a read of {key} returned {} fences", offsets.len())));
         }
         if version.is_none() && offsets.iter().any(Option::is_some) {
             // This layout writes all three together.
             let error = py.import("featurestream.online.keys")?.getattr("OldLayoutError")?.call1((format!(
-                "{} holds fences but no state version: it was written by an older featurestream layout. Stop the \
-                 stream materializers and run `featurestream rebuild` to recompute the views from the event log.",
-                target.key),))?;
+                "{key} holds fences but no state version: it was written by an older featurestream layout. Stop the \
+                 stream materializers and run `featurestream rebuild` to recompute the views from the event log."),))?;
             return Err(PyErr::from_value(error));
         }
         let applied = PyDict::new(py);
         for (partition, offset) in target.partitions.iter().zip(offsets) {
             let offset = match offset {
                 Some(text) => std::str::from_utf8(text.as_bytes()).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
-                    PyRuntimeError::new_err(format!("{} holds a fence that is not an offset: {text:?}", target.key))
+                    PyRuntimeError::new_err(format!("{key} holds a fence that is not an offset: {text}"))
                 })?,
                 None => -1,
             };
@@ -251,14 +283,12 @@ impl StateWrites {
         }
         let version = match version {
             Some(version) => std::str::from_utf8(version.as_bytes())
-                .map_err(|_| PyRuntimeError::new_err(format!("{} holds a version that is not text", target.key)))?,
+                .map_err(|_| PyRuntimeError::new_err(format!("{key} holds a version that is not text")))?,
             None => "",
         };
-        Ok(Stored {
-            version: PyString::new(py, version).unbind(),
-            state: self.batches[target.batch].decode.call1(py, (blob,))?,
-            applied: applied.unbind(),
-            size: 0,
-        })
+        let state = self.batches[target.batch].decode.call1(py, (blob,)).inspect_err(|err| {
+            let _ = err.value(py).call_method1("add_note", (format!("while decoding the state stored in {key}"),));
+        })?;
+        Ok(Stored { version: PyString::new(py, version).unbind(), state, applied: applied.unbind(), size: 0 })
     }
 }

@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 
 from featurestream.definitions import StreamViewSpec
 from featurestream.online.keys import state_key
 from featurestream.online.reader import window_features
 from featurestream.windows import sessions
+from materializers.stream import redis_sink
+from materializers.stream.commands import CommandStream
 from materializers.stream.redis_sink import RedisSink
 from materializers.stream.session_batch import SessionBatch
 from materializers.stream.tile_batch import TileBatch
@@ -83,3 +86,29 @@ def test_scripts_flushed_from_redis_are_loaded_again(tmp_path: Path, redis_clien
     assert _session(redis_client, project, sessions_view) == (T0 + MINUTE, 2, 2.0)
     state = redis_client.hget(state_key(project, activity.name, activity.join_keys, USER), "s")
     assert window_features(activity, state, T0 + 3 * MINUTE)["events_1h"] == 2
+
+
+def test_a_connection_lost_after_redis_took_the_writes_counts_them_once(
+        tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached states were updated in place for a write whose replies never came: the retry forgets them,
+    reads Redis, and finds the fences of what it took."""
+    view, project = _view(tmp_path), f"t{uuid.uuid4().hex[:8]}"
+    sink = RedisSink(redis_client)
+    _write(sink, project, view, [(0, 1, T0)])  # cached
+    lost = []
+
+    class LosesTheFirstReplies(CommandStream):
+        def replies(self) -> list[object]:
+            replies = super().replies()
+            if not lost:
+                lost.append(replies)
+                raise redis.ConnectionError("connection reset by peer")
+            return replies
+
+    monkeypatch.setattr(redis_sink, "command_stream", LosesTheFirstReplies)
+    monkeypatch.setattr(redis_sink.time, "sleep", lambda seconds: None)
+    _write(sink, project, view, [(0, 2, T0 + MINUTE), (0, 3, T0 + 2 * MINUTE)])
+    assert lost == [[[1]]]  # a compare-and-set from the cache, which Redis took
+    assert _session(redis_client, project, view) == (T0, 3, 3.0)
+    _write(sink, project, view, [(0, 3, T0 + 2 * MINUTE), (0, 4, T0 + 3 * MINUTE)])
+    assert _session(redis_client, project, view) == (T0, 4, 4.0)

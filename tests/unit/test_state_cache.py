@@ -87,77 +87,110 @@ def _batch(*events: tuple[int, int, int]) -> TileBatch:
     return batch
 
 
+def _round(writes: StateWrites, keys_per_call: int = 200) -> list[tuple[Any, ...]]:
+    commands = Commands()
+    writes.send(commands, "sha", keys_per_call)
+    return commands.sent
+
+
 def test_unknown_keys_are_read_then_written_with_their_fences_and_cached() -> None:
     cache = StateCache()
     batch = _batch((7, 1, 10), (7, 0, 4), (8, 0, 5))
     writes = StateWrites(cache, [batch])
     assert len(writes) == 2
-    commands = Commands()
-    writes.send(commands, "sha", "ver1", 200)
     key7, key8 = batch.key((7,)), batch.key((8,))
-    assert commands.sent == [("HMGET", key7, "v", "s", batch.offset_field(0), batch.offset_field(1)),
-                             ("HMGET", key8, "v", "s", batch.offset_field(0))]
+    assert _round(writes) == [("HMGET", key7, "v", "s", batch.offset_field(0), batch.offset_field(1)),
+                              ("HMGET", key8, "v", "s", batch.offset_field(0))]
     # 7 is new; 8 holds an older write whose fence is past its event: nothing of it to apply.
-    assert not writes.settle(cache, [[None, None, None, None], [b"old", None, b"5"]], "ver1")
-    commands = Commands()
-    writes.send(commands, "sha", "ver1", 200)
-    [call] = commands.sent
-    assert call[:6] == ("EVALSHA", "sha", 1, key7, batch.expiry_ms, "ver1")
+    assert not writes.settle([[None, None, None, None], [b"old", None, b"5"]])
+    [call] = _round(writes)
+    assert call[:6] == ("EVALSHA", "sha", 1, key7, batch.expiry_ms, writes.version)
     blob = call[7]
     assert call[6:] == ("", blob, 2, batch.offset_field(0), 4, batch.offset_field(1), 10)  # fences by partition
-    assert writes.settle(cache, [[1]], "ver1")
+    assert writes.settle([[1]])
     assert len(writes) == 0
     version, _, applied = cache.get(key7, [0, 1])
-    assert (version, applied) == ("ver1", {0: 4, 1: 10})
+    assert (version, applied) == (writes.version, {0: 4, 1: 10})
     assert window_features(batch.view, blob, NEWEST)["events_1h"] == 2
     assert cache.get(key8, [0]) is None  # nothing written: nothing cached
 
-    # The next write of 7 needs no read.
-    again = _batch((7, 0, 6))
-    writes = StateWrites(cache, [again])
-    commands = Commands()
-    writes.send(commands, "sha", "ver2", 200)
-    [call] = commands.sent
-    assert call[:7] == ("EVALSHA", "sha", 1, key7, again.expiry_ms, "ver2", "ver1")
-    assert call[8:] == (1, again.offset_field(0), 6)
+    # The next write of 7 needs no read, and keeps the fence of the partition it has no events of.
+    again = StateWrites(cache, [_batch((7, 0, 6))])
+    assert again.version != writes.version
+    [call] = _round(again)
+    assert call[:7] == ("EVALSHA", "sha", 1, key7, batch.expiry_ms, again.version, writes.version)
+    assert call[8:] == (1, batch.offset_field(0), 6)
     assert window_features(batch.view, call[7], NEWEST)["events_1h"] == 3  # the cached state, updated
+    assert again.settle([[1]])
+    assert cache.get(key7, [0, 1])[2] == {0: 6, 1: 10}
 
 
-def test_a_key_somebody_else_wrote_is_dropped_and_read_again() -> None:
+def test_a_cached_key_missing_a_partitions_fence_is_read() -> None:
     cache = StateCache()
-    cache.put(_batch().key((7,)), "mine", _batch().decode(None), {0: 3}, 10)
-    batch = _batch((7, 0, 4))
+    key = _batch().key((7,))
+    cache.put(key, "mine", _batch().decode(None), {0: 3}, 10)
+    writes = StateWrites(cache, [_batch((7, 0, 4), (7, 2, 1))])
+    assert _round(writes)[0][:2] == ("HMGET", key)
+
+
+def test_a_key_somebody_else_wrote_is_dropped_and_read_again_and_the_others_cached() -> None:
+    cache = StateCache()
+    key7, key8 = _batch().key((7,)), _batch().key((8,))
+    cache.put(key7, "mine", _batch().decode(None), {0: 3}, 10)
+    cache.put(key8, "mine", _batch().decode(None), {0: 3}, 10)
+    batch = _batch((7, 0, 4), (8, 0, 5))
     writes = StateWrites(cache, [batch])
-    commands = Commands()
-    writes.send(commands, "sha", "ver", 200)
-    assert commands.sent[0][6] == "mine"
-    assert not writes.settle(cache, [[0]], "ver")  # refused: somebody else wrote
-    assert cache.get(batch.key((7,)), [0]) is None
-    commands = Commands()
-    writes.send(commands, "sha", "ver", 200)
-    assert commands.sent == [("HMGET", batch.key((7,)), "v", "s", batch.offset_field(0))]
+    [call] = _round(writes)
+    assert call[2:5] == (2, key7, key8) and call[7] == "mine"
+    assert not writes.settle([[0, 1]])  # 7 refused (somebody else wrote it), 8 taken
+    assert cache.get(key7, [0]) is None and cache.get(key8, [0])[0] == writes.version
+    assert _round(writes) == [("HMGET", key7, "v", "s", batch.offset_field(0))]
+
+
+def test_a_cached_key_with_nothing_new_is_neither_written_nor_dropped() -> None:
+    cache = StateCache()
+    key = _batch().key((7,))
+    cache.put(key, "mine", _batch().decode(None), {0: 9}, 10)
+    writes = StateWrites(cache, [_batch((7, 0, 9))])  # applied before a crash, say
+    assert _round(writes) == []
+    assert writes.settle([])
+    version, _, applied = cache.get(key, [0])
+    assert (version, applied) == ("mine", {0: 9})
 
 
 def test_calls_hold_at_most_keys_per_call_and_replies_must_match_them() -> None:
     cache = StateCache()
     batch = _batch(*((user, 0, user) for user in range(5)))
     writes = StateWrites(cache, [batch])
-    writes.send(Commands(), "sha", "v", 2)
-    assert not writes.settle(cache, [[None, None, None]] * 5, "v")
-    commands = Commands()
-    writes.send(commands, "sha", "v", 2)
-    assert [call[2] for call in commands.sent] == [2, 2, 1]
+    _round(writes, 2)
+    assert not writes.settle([[None, None, None]] * 5)
+    assert [call[2] for call in _round(writes, 2)] == [2, 2, 1]
+    with pytest.raises(RuntimeError, match="the last round was sent but not settled"):
+        _round(writes, 2)
     with pytest.raises(RuntimeError, match="2 replies for 0 reads and 3 compare-and-set calls"):
-        writes.settle(cache, [[1, 1], [1, 1]], "v")
+        writes.settle([[1, 1], [1, 1]])
+    with pytest.raises(RuntimeError, match=f"compare-and-set of 1 keys from {batch.key((4,))} returned 2 results"):
+        writes.settle([[1, 1], [1, 1], [1, 1]])
+    with pytest.raises(RuntimeError, match="returned b'OK', not a list of 1 and 0"):
+        writes.settle([[1, 1], [1, 1], b"OK"])
+    assert len(cache) == 0  # a bad reply changes nothing
+
+
+def test_a_read_that_is_not_bytes_names_the_key() -> None:
+    batch = _batch((7, 0, 9))
+    writes = StateWrites(StateCache(), [batch])
+    _round(writes)
+    with pytest.raises(RuntimeError, match=f"a read of {batch.key((7,))} returned .*not a list of bytes or nil"):
+        writes.settle([["v", None, None]])  # decode_responses=True, say
 
 
 def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
     """Fences without a state version: reading it as empty would drop its history behind those fences."""
     batch = _batch((7, 0, 9))
     writes = StateWrites(StateCache(), [batch])
-    writes.send(Commands(), "sha", "v", 200)
+    _round(writes)
     with pytest.raises(OldLayoutError, match="featurestream rebuild"):
-        writes.settle(StateCache(), [[None, None, b"5"]], "v")
+        writes.settle([[None, None, b"5"]])
 
 
 class Colliding(str):
