@@ -3,7 +3,7 @@
 A session is a maximal run of accepted events whose consecutive event times
 are at most G apart. The state of one entity is a list of its sessions sorted
 by start, any two separated by more than G, each one a list (so it stays small
-in JSON and cheap to update in place):
+encoded and cheap to update in place):
 
     [start_ms, last_ms, event_count, {aggregation_name: partial}]
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from featurestream.windows.aggregations import finalize, merge
@@ -104,10 +105,13 @@ def prune(state: SessionState, watermark_ms: int, gap_ms: int) -> SessionState:
 
 
 def encode(state: SessionState) -> bytes:
-    """Compact JSON for one Redis hash field."""
-    return orjson.dumps(state)
+    """MessagePack for one Redis hash field, as tiles are stored: what a min or max of a timestamp column
+    holds comes back a datetime (JSON gave back a string, which no later event's datetime compares with)."""
+    return msgspec.msgpack.encode(state)
 
 
 def decode(data: bytes | str) -> SessionState:
-    """The inverse of `encode`."""
-    return orjson.loads(data)
+    """The inverse of `encode`; a state written as JSON, before MessagePack, is read too."""
+    if data[:1] in (b"[", "["):
+        return orjson.loads(data)
+    return msgspec.msgpack.decode(data)

@@ -196,7 +196,7 @@ impl SessionFold {
             Function::Spread => {
                 add(&c.n, &one, zero()?)?;
                 add(&c.s, value, zero()?)?;
-                // Always a float: squares of big ints would overflow JSON (session state).
+                // Always a float: squares of big ints would overflow the session state's encoding.
                 let x: f64 = value.extract()?;
                 add(&c.q, PyFloat::new(py, x * x).as_any(), PyFloat::new(py, 0.0).into_any())?;
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given
@@ -195,12 +196,26 @@ def test_encode_round_trips_and_keeps_working(events: list[dict[str, Any]]) -> N
     assert decode(encode(state)) == state == build(events)
 
 
-def test_encode_is_compact_and_keeps_the_string_order_keys() -> None:
+def test_encode_is_compact_keeps_the_string_order_keys_and_reads_the_json_of_older_versions() -> None:
     state: SessionState = []
     events = EntityEvents(["x", "y"])
     events.add((1,), 0, 7, 5, {"x": "a", "y": 2.5})
     SessionFold([("n", "count", "x"), ("l", "last", "y")], GAP, absorb).fold(state, events, (1,), {0: -1})
     data = encode(state)
-    assert data == b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"000000000000005000000' \
-                   b'0000000000000000007"}}]]'
-    assert decode(data) == state
+    written_as_json = b'[[5,5,1,{"n":{"n":1},"l":{"lv":2.5,"lk":"0000000000000050000000000000000000000007"}}]]'
+    assert decode(data) == state == decode(written_as_json)
+    assert len(data) < len(written_as_json)
+
+
+def test_a_min_or_max_of_timestamps_survives_the_encoding() -> None:
+    """JSON gave a timestamp back as a string, which the next event's datetime could not be compared with:
+    the writer stopped at every read of such a state (after a restart, say)."""
+    fold = SessionFold([("first", "min", "t"), ("latest", "max", "t")], GAP, absorb)
+    state: SessionState = []
+    for offset, ts in enumerate((50, 10, 30)):
+        events = EntityEvents(["t"])
+        events.add((1,), 0, offset, ts, {"t": datetime.fromtimestamp(ts, UTC)})
+        fold.fold(state, events, (1,), {0: offset - 1})
+        state = decode(encode(state))
+    features, _ = session_at(state, 60, GAP, {"first": "min", "latest": "max"})
+    assert (features["first"], features["latest"]) == (datetime.fromtimestamp(10, UTC), datetime.fromtimestamp(50, UTC))
