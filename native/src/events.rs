@@ -10,12 +10,13 @@
 //! dicts were cold (dict lookups took a sixth of an in-process replay's CPU, by perf).
 
 use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 /// One value an event carries for the views, taken from the udf's output while it is fresh in memory.
-/// Python's int, float, bool and str become Rust's; anything else (an int past 64 bits, a datetime) stays
-/// a Python object, which the folds judge as they did the row's.
+/// Python's int, float, bool and str (and other integers and reals, numpy's say) become Rust's; anything
+/// else (an int past 64 bits, a datetime) stays a Python object, which the folds judge as they did the row's.
 pub(crate) enum Cell {
     Int(i64),
     Float(f64),
@@ -44,7 +45,21 @@ impl Cell {
                 Err(_) => Cell::Py(value.unbind()),
             }
         } else {
-            Cell::Py(value.unbind())
+            // Other numbers (numpy's, from a pandas-minded udf) become Python's when the `numbers` tower says
+            // they are integers or reals: the folds and encodings take only those. Anything else (a Decimal, a
+            // datetime) stays a Python object.
+            let py = value.py();
+            let numbers = py.import(intern!(py, "numbers"))?;
+            if value.is_instance(&numbers.getattr(intern!(py, "Integral"))?)? {
+                match value.extract::<i64>() {
+                    Ok(int) => Cell::Int(int),
+                    Err(_) => Cell::Py(value.unbind()),
+                }
+            } else if value.is_instance(&numbers.getattr(intern!(py, "Real"))?)? {
+                Cell::Float(value.extract::<f64>()?)
+            } else {
+                Cell::Py(value.unbind())
+            }
         }))
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -140,6 +141,22 @@ def test_events_keep_the_columns_values_as_python_had_them() -> None:
     ((_, _, _, kept),) = batch.fresh(ENTITY, {0: -1})
     assert kept == values and [type(v) for v in kept.values()] == [type(v) for v in values.values()]
     assert batch.columns == list(values)
+
+
+def test_other_integers_and_reals_are_kept_as_python_s_and_other_numbers_are_not() -> None:
+    """numpy's numbers (a pandas-minded udf returns them) are ints and floats to the folds; a sum refuses a
+    Decimal, which is neither."""
+    import numpy as np
+
+    values = {"i": np.int64(5), "u": np.uint64(2**64 - 1), "f": np.float32(0.5), "d": Decimal("1.5")}
+    batch = EntityEvents(list(values))
+    batch.add(ENTITY, 0, 1, T0, values)
+    ((_, _, _, kept),) = batch.fresh(ENTITY, {0: -1})
+    assert kept == {"i": 5, "u": 2**64 - 1, "f": 0.5, "d": Decimal("1.5")}
+    assert [type(v) for v in kept.values()] == [int, np.uint64, float, Decimal]
+    EntityEvents(["i", "f"], ["i", "f"]).add(ENTITY, 0, 1, T0, values)
+    with pytest.raises(TypeError, match="column `d` holds a Decimal"):
+        EntityEvents(["d"], ["d"]).add(ENTITY, 0, 1, T0, values)
 
 
 def test_a_plan_with_an_unknown_kind_or_a_wrong_stride_is_refused() -> None:
