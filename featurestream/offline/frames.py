@@ -224,16 +224,20 @@ def components(events: Events, agg: AggregationSpec, start: np.ndarray, end: np.
         else:
             filled, fill = events.filled(agg, part)
             ufunc = np.add if part in ("s", "q") else np.minimum if part == "lo" else np.maximum
-            out[f"{prefix}_{part}"] = pa.array(_reduce(ufunc, filled, start, end, fill), mask=empty)
+            reduced = pa.array(_reduce(ufunc, filled, start, end, fill), mask=empty)
+            kind = events.column(name).type
+            out[f"{prefix}_{part}"] = reduced.cast(kind) if pa.types.is_timestamp(kind) else reduced
     return out
 
 
 def _numbers(column: pa.Array, agg: AggregationSpec) -> np.ndarray:
-    """The column as int64 or float64, nulls as 0 (they are masked or add nothing)."""
+    """The column as int64 or float64, nulls as 0 (they are masked or add nothing); timestamps, which only a
+    min or max takes, as int64 in their unit."""
     kind = column.type
     if pa.types.is_floating(kind):
         target = pa.float64()
-    elif pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+    elif (pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
+          or (pa.types.is_timestamp(kind) and agg.function in ("min", "max"))):
         target = pa.int64()
     else:
         raise OfflineError(f"aggregation {agg.name!r} ({agg.function} of {agg.column!r}) needs numbers, "

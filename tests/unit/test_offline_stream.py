@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurestream.definitions import RepoSpecs, StreamViewSpec
+from featurestream.definitions import AggregationSpec, RepoSpecs, StreamViewSpec
 from featurestream.offline import OfflineError, export
 from materializers.stream.event_log import EventLogWriter
 from tests.reference import agrees
@@ -151,3 +151,29 @@ def test_no_entity_rows_give_an_empty_table_with_every_column(tmp_path: Path) ->
     table = export(specs, entity, features=["user_activity:events_1h", "user_session:session_start"])
     assert table.num_rows == 0
     assert table.column_names == ["user_id", "event_timestamp", "events_1h", "session_start"]
+
+
+def test_a_min_or_max_of_a_timestamp_column_is_a_timestamp(tmp_path: Path) -> None:
+    """As online, where tiles and session states keep datetimes."""
+    specs = specs_with_log(tmp_path / "log")
+    activity = specs.stream_views["user_activity"]
+    times = dataclasses.replace(
+        activity, name="times", aggregations=(AggregationSpec("first_1h", "event_timestamp", "min", HOUR, MINUTE),
+                                              AggregationSpec("latest_1h", "event_timestamp", "max", HOUR, MINUTE)),
+        feature_types={"first_1h": "UnixTimestamp", "latest_1h": "UnixTimestamp"})
+    specs = dataclasses.replace(specs, stream_views={**specs.stream_views, "times": times})
+    rng = random.Random(4)
+    events = random_stream(rng, 300, users=3, items=2, start_ms=START, span_ms=3 * HOUR,
+                           lateness_ms=activity.source.lateness_ms)
+    accepted = write_log(events, rng, tmp_path / "log", activity)
+    rows = [(rng.randint(1, 3), t) for t in probe_times(rng, accepted, 60)]
+    entity = pa.table({"user_id": [r[0] for r in rows],
+                       "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("ms", tz="UTC"))})
+    result = export(specs, entity, features=["times:first_1h", "times:latest_1h"]).to_pylist()
+    for (user, t), got in zip(rows, result, strict=True):
+        floor = t - t % MINUTE
+        seen = [e["ts"] for e in accepted if e["user_id"] == user and floor - HOUR + MINUTE <= e["ts"] <= t]
+        want = (datetime.fromtimestamp(min(seen) / 1000, UTC), datetime.fromtimestamp(max(seen) / 1000, UTC)) \
+            if seen else (None, None)
+        assert (got["first_1h"], got["latest_1h"]) == want, (user, t)
+    assert any(got["first_1h"] is not None for got in result)
