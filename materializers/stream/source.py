@@ -20,7 +20,7 @@ from materializers.stream.decode import Decoder
 from materializers.stream.event_log import EventLogWriter
 from materializers.stream.progress import PartitionProgress
 from materializers.stream.session_batch import SessionBatch
-from materializers.stream.state_batch import numeric_columns
+from materializers.stream.state_batch import value_needs
 from materializers.stream.tile_batch import TileBatch
 
 
@@ -46,7 +46,7 @@ class SourcePipeline:
         groups: dict[int, tuple[Udf | None, dict[tuple[str, ...], list[StreamViewSpec]]]] = {}
         for view in views:
             groups.setdefault(id(view.udf), (view.udf, {}))[1].setdefault(view.join_keys, []).append(view)
-        self._layout = [(udf, [(list(keys), _columns(keyed), _numeric(keyed), keyed)
+        self._layout = [(udf, [(list(keys), _columns(keyed), _needs(keyed), keyed)
                                for keys, keyed in by_keys.items()])
                         for udf, by_keys in groups.values()]
         self._newest_before = 0
@@ -64,8 +64,8 @@ class SourcePipeline:
         groups = []
         for udf, sinks in self._layout:
             shared = []
-            for keys, columns, numeric, keyed in sinks:
-                events = EntityEvents(columns, numeric)
+            for keys, columns, needs, keyed in sinks:
+                events = EntityEvents(columns, *needs)
                 for view in keyed:
                     batches = self.sessions if view.is_session else self.tiles
                     batches[view.name] = _batch_type(view)(self.project, view, events)
@@ -92,9 +92,11 @@ def _columns(views: list[StreamViewSpec]) -> list[str]:
     return list(dict.fromkeys(c for v in views for c in _batch_type(v).columns(v)))
 
 
-def _numeric(views: list[StreamViewSpec]) -> list[str]:
-    """The columns any of the views adds up (sum, mean, stddev, var): the events take only numbers there."""
-    return list(dict.fromkeys(c for v in views for c in numeric_columns(v)))
+def _needs(views: list[StreamViewSpec]) -> tuple[list[str], list[str]]:
+    """The columns any of the views adds up, and those any takes a min or max of (see `value_needs`)."""
+    needs = [value_needs(v) for v in views]
+    return list(dict.fromkeys(c for numeric, _ in needs for c in numeric)), \
+        list(dict.fromkeys(c for _, ordered in needs for c in ordered))
 
 
 def _batch_type(view: StreamViewSpec) -> type[TileBatch] | type[SessionBatch]:

@@ -35,7 +35,7 @@ class StateBatch(ABC):
         self.view = view
         self.topic = view.source.topic
         self.key = cached_state_keys(project, view)
-        self.events = EntityEvents(self.columns(view), numeric_columns(view)) if events is None else events
+        self.events = EntityEvents(self.columns(view), *value_needs(view)) if events is None else events
 
     def __len__(self) -> int:
         # The entities of the shared events: each view of a udf group gets every event of the group.
@@ -59,6 +59,9 @@ class StateBatch(ABC):
         return offset_field(self.topic, partition)
 
 
-def numeric_columns(view: StreamViewSpec) -> list[str]:
-    """The columns the view adds up: their events take numbers only (anything else is the udf's error)."""
-    return list(dict.fromkeys(a.column for a in view.aggregations if a.function in NUMERIC_FUNCTIONS))
+def value_needs(view: StreamViewSpec) -> tuple[list[str], list[str]]:
+    """The columns the view adds up (numbers only), and those it takes a min or max of (values that keep their
+    type in the state's encoding): anything else there is the udf's error, refused as the record is routed."""
+    numeric = [a.column for a in view.aggregations if a.function in NUMERIC_FUNCTIONS]
+    ordered = [a.column for a in view.aggregations if a.function in ("min", "max")]
+    return list(dict.fromkeys(numeric)), list(dict.fromkeys(ordered))

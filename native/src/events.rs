@@ -12,7 +12,7 @@
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyString, PyTzInfoAccess};
 
 /// One value an event carries for the views, taken from the udf's output while it is fresh in memory.
 /// Python's int, float, bool and str (and other integers and reals, numpy's say) become Rust's; anything
@@ -121,8 +121,8 @@ impl Event<'_> {
 pub struct EntityEvents {
     /// the udf-output columns the views read, which each event keeps
     columns: Vec<Py<PyString>>,
-    /// per column, whether a view adds its values up: only numbers are taken (see `number`)
-    numeric: Vec<bool>,
+    /// per column, what the views need of its values
+    needs: Vec<Need>,
     /// entity (a tuple of join-key values) -> its position in the vectors below
     positions: Py<PyDict>,
     pub(crate) entities: Vec<PyObject>,
@@ -133,12 +133,16 @@ pub struct EntityEvents {
 
 #[pymethods]
 impl EntityEvents {
-    /// `numeric`: the columns a view sums, averages or takes the spread of.
+    /// `numeric`: the columns a view sums, averages or takes the spread of; `ordered`: those it takes a min or
+    /// max of.
     #[new]
-    #[pyo3(signature = (columns, numeric = Vec::new()))]
-    fn new(py: Python<'_>, columns: Vec<String>, numeric: Vec<String>) -> Self {
+    #[pyo3(signature = (columns, numeric = Vec::new(), ordered = Vec::new()))]
+    fn new(py: Python<'_>, columns: Vec<String>, numeric: Vec<String>, ordered: Vec<String>) -> Self {
         EntityEvents {
-            numeric: columns.iter().map(|c| numeric.contains(c)).collect(),
+            needs: columns
+                .iter()
+                .map(|c| if numeric.contains(c) { Need::Number } else if ordered.contains(c) { Need::Ordered } else { Need::Any })
+                .collect(),
             columns: columns.iter().map(|c| PyString::intern(py, c).unbind()).collect(),
             positions: PyDict::new(py).unbind(),
             entities: Vec::new(),
@@ -208,6 +212,32 @@ fn number(column: &Bound<'_, PyString>, cell: &Option<Cell>, py: Python<'_>) -> 
                                       stddev or var): it must be an int, a float or a bool")))
 }
 
+/// A value a view takes the min or max of must come back from the state's encoding as itself, to be compared
+/// with later ones: a number, a bool, a string or a timezone-aware datetime. A naive datetime, a date or a
+/// Decimal comes back a string, and the writer would stop at the next comparison; so it is refused with its record.
+fn ordered(column: &Bound<'_, PyString>, cell: &Option<Cell>, py: Python<'_>) -> PyResult<()> {
+    let Some(Cell::Py(object)) = cell else { return Ok(()) };
+    let object = object.bind(py);
+    let held = match object.downcast::<PyDateTime>() {
+        Ok(when) if when.get_tzinfo().is_some() => return Ok(()),
+        Ok(_) => "a datetime without a timezone".to_owned(),
+        Err(_) if object.is_instance_of::<PyInt>() => format!("{object}, which leaves 64 bits"),
+        Err(_) => format!("a {}", object.get_type().name()?),
+    };
+    Err(PyTypeError::new_err(format!("the udf's output column `{column}` holds {held}, but a view takes its min or \
+                                      max: it must be a number, a bool, a string or a timezone-aware datetime")))
+}
+
+/// What the views need of a column's values: the strictest of their functions' needs.
+#[derive(Clone, Copy)]
+enum Need {
+    Any,
+    /// a min or max: values that keep their type in the state's encoding (see `ordered`)
+    Ordered,
+    /// a sum, mean, stddev or var: numbers (see `number`)
+    Number,
+}
+
 /// `mapping[key]`, None when the key is missing; a dict (what udfs return) is read without a method call.
 pub(crate) fn item<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
     match mapping.downcast::<PyDict>() {
@@ -222,20 +252,22 @@ pub(crate) fn item<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>)
 
 impl EntityEvents {
     /// The values of a row (any mapping) for the columns; a missing column is a KeyError, a value a view
-    /// cannot add up a TypeError.
+    /// cannot add up or compare a TypeError.
     pub(crate) fn values(&self, row: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Cell>>> {
         let py = row.py();
         self.columns
             .iter()
-            .zip(&self.numeric)
-            .map(|(column, &numeric)| {
+            .zip(&self.needs)
+            .map(|(column, &need)| {
                 let column = column.bind(py);
                 let Some(value) = item(row, column)? else {
                     return Err(PyKeyError::new_err(format!("the udf's output has no column `{column}`, which a view reads")));
                 };
                 let cell = Cell::of(value)?;
-                if numeric {
-                    number(column, &cell, py)?;
+                match need {
+                    Need::Number => number(column, &cell, py)?,
+                    Need::Ordered => ordered(column, &cell, py)?,
+                    Need::Any => {}
                 }
                 Ok(cell)
             })

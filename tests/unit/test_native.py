@@ -159,6 +159,19 @@ def test_other_integers_and_reals_are_kept_as_python_s_and_other_numbers_are_not
         EntityEvents(["d"], ["d"]).add(ENTITY, 0, 1, T0, values)
 
 
+def test_a_min_or_max_takes_only_values_its_state_gives_back_as_they_were() -> None:
+    """A naive datetime or a Decimal would come back from MessagePack a string, which the next value could not
+    be compared with."""
+    events = EntityEvents(["t"], [], ["t"])
+    for value in (datetime(2026, 1, 1, tzinfo=UTC), "a", 1.5, 2, True, None):
+        events.add(ENTITY, 0, 1, T0, {"t": value})
+    for value, held in ((datetime(2026, 1, 1), "a datetime without a timezone"), (Decimal("1.5"), "a Decimal"),
+                        (2**70, f"{2**70}, which leaves 64 bits")):
+        with pytest.raises(TypeError, match=f"column `t` holds {held}, but a view takes its min or max"):
+            events.add(ENTITY, 0, 2, T0, {"t": value})
+    assert len(events.fresh(ENTITY, {0: -1})) == 6
+
+
 def test_a_plan_with_an_unknown_kind_or_a_wrong_stride_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown slot kind 'median'"):
         TilePlan([("x|60000|s", "x", MINUTE, MINUTE, "median", 2, "s")])

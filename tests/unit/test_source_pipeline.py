@@ -113,6 +113,7 @@ def test_a_late_record_is_refused_and_leaves_no_trace(tmp_path: Path) -> None:
      "column `purchase_value` holds the string \"12.5\", but a view adds it up"),
     (lambda row: {**DERIVE(row), "purchase_value": 2 ** 70}, f"holds {2 ** 70}, which leaves 64 bits"),
     (lambda row: {**DERIVE(row), "viewed_price": Decimal("1.5")}, "column `viewed_price` holds a Decimal"),
+    (lambda row: {**DERIVE(row), "price": datetime(2026, 1, 1)}, "column `price` holds a datetime without a timezone"),
 ])
 def test_a_udf_that_fails_refuses_the_record_before_anything_changes(udf: object, detail: str, tmp_path: Path) -> None:
     views = _with_udf(udf)
