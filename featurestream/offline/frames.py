@@ -211,12 +211,12 @@ def components(events: Events, agg: AggregationSpec, start: np.ndarray, end: np.
     counted = events.counted(name)
     n = counted[end] - counted[start]
     empty = n == 0
+    column = events.column(name)
     out: dict[str, pa.Array] = {}
     for part, _ in COMPONENTS[agg.function]:
         if part == "n":
             out[f"{prefix}_n"] = pa.array(n)
         elif part == "lv":
-            column = events.column(name)
             at = np.where(end > 0, events.latest(name)[end - 1], -1)  # end - 1 == -1 picks the appended -1
             found = at >= start
             out[f"{prefix}_lv"] = column.take(pa.array(np.where(found, at, 0), mask=~found)) if len(column) else (
@@ -225,8 +225,7 @@ def components(events: Events, agg: AggregationSpec, start: np.ndarray, end: np.
             filled, fill = events.filled(agg, part)
             ufunc = np.add if part in ("s", "q") else np.minimum if part == "lo" else np.maximum
             reduced = pa.array(_reduce(ufunc, filled, start, end, fill), mask=empty)
-            kind = events.column(name).type
-            out[f"{prefix}_{part}"] = reduced.cast(kind) if pa.types.is_timestamp(kind) else reduced
+            out[f"{prefix}_{part}"] = reduced.cast(column.type) if pa.types.is_timestamp(column.type) else reduced
     return out
 
 

@@ -199,17 +199,9 @@ fn number(column: &Bound<'_, PyString>, cell: &Option<Cell>, py: Python<'_>) -> 
     let held = match cell {
         None | Some(Cell::Int(_) | Cell::Float(_) | Cell::Bool(_)) => return Ok(()),
         Some(Cell::Str(text)) => format!("the string {text:?}"),
-        Some(Cell::Py(object)) => {
-            let object = object.bind(py);
-            if object.is_instance_of::<PyInt>() {
-                format!("{object}, which leaves 64 bits")
-            } else {
-                format!("a {}", object.get_type().name()?)
-            }
-        }
+        Some(Cell::Py(object)) => described(object.bind(py))?,
     };
-    Err(PyTypeError::new_err(format!("the udf's output column `{column}` holds {held}, but a view adds it up (sum, mean, \
-                                      stddev or var): it must be an int, a float or a bool")))
+    Err(refusal(column, &held, "adds it up (sum, mean, stddev or var)", "an int, a float or a bool"))
 }
 
 /// A value a view takes the min or max of must come back from the state's encoding as itself, to be compared
@@ -221,11 +213,22 @@ fn ordered(column: &Bound<'_, PyString>, cell: &Option<Cell>, py: Python<'_>) ->
     let held = match object.downcast::<PyDateTime>() {
         Ok(when) if when.get_tzinfo().is_some() => return Ok(()),
         Ok(_) => "a datetime without a timezone".to_owned(),
-        Err(_) if object.is_instance_of::<PyInt>() => format!("{object}, which leaves 64 bits"),
-        Err(_) => format!("a {}", object.get_type().name()?),
+        Err(_) => described(object)?,
     };
-    Err(PyTypeError::new_err(format!("the udf's output column `{column}` holds {held}, but a view takes its min or \
-                                      max: it must be a number, a bool, a string or a timezone-aware datetime")))
+    Err(refusal(column, &held, "takes its min or max", "a number, a bool, a string or a timezone-aware datetime"))
+}
+
+/// A Python value a view refuses, as its refusal names it.
+fn described(object: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(if object.is_instance_of::<PyInt>() {
+        format!("{object}, which leaves 64 bits")
+    } else {
+        format!("a {}", object.get_type().name()?)
+    })
+}
+
+fn refusal(column: &Bound<'_, PyString>, held: &str, use_: &str, must: &str) -> PyErr {
+    PyTypeError::new_err(format!("the udf's output column `{column}` holds {held}, but a view {use_}: it must be {must}"))
 }
 
 /// What the views need of a column's values: the strictest of their functions' needs.

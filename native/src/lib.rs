@@ -15,6 +15,12 @@ mod state_cache;
 mod state_writes;
 mod tiles;
 
+/// Adds `note` to a Python exception, saying where it happened; a note that cannot be added is no reason to
+/// lose the error itself.
+pub(crate) fn add_note(py: Python<'_>, err: &PyErr, note: String) {
+    let _ = err.value(py).call_method1("add_note", (note,));
+}
+
 #[pymodule]
 fn featurestream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decode::RowDecoder>()?;

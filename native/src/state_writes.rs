@@ -7,9 +7,11 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use crate::add_note;
 use crate::events::EntityEvents;
 use crate::state_cache::{StateCache, Stored};
 
@@ -128,10 +130,10 @@ impl StateWrites {
         for target in &self.to_read {
             let fields = &self.batches[target.batch].fields;
             let mut words: Vec<Bound<'_, PyAny>> = vec![
-                PyString::new(py, "HMGET").into_any(),
+                intern!(py, "HMGET").clone().into_any(),
                 target.key.bind(py).clone().into_any(),
-                PyString::new(py, "v").into_any(),
-                PyString::new(py, "s").into_any(),
+                intern!(py, "v").clone().into_any(),
+                intern!(py, "s").clone().into_any(),
             ];
             words.extend(target.partitions.iter().map(|p| fields[p].bind(py).clone().into_any()));
             send.call1(PyTuple::new(py, words)?)?;
@@ -224,7 +226,7 @@ impl StateWrites {
     fn send_call(&mut self, py: Python<'_>, send: &Bound<'_, PyAny>, sha: &Bound<'_, PyString>, expiry_ms: i64,
                  call: Vec<Built>) -> PyResult<()> {
         let mut words: Vec<Bound<'_, PyAny>> = Vec::with_capacity(5 + call.len() * 6);
-        words.push(PyString::new(py, "EVALSHA").into_any());
+        words.push(intern!(py, "EVALSHA").clone().into_any());
         words.push(sha.clone().into_any());
         words.push(call.len().into_pyobject(py)?.into_any());
         for (update, _) in &call {
@@ -286,9 +288,8 @@ impl StateWrites {
                 .map_err(|_| PyRuntimeError::new_err(format!("{key} holds a version that is not text")))?,
             None => "",
         };
-        let state = self.batches[target.batch].decode.call1(py, (blob,)).inspect_err(|err| {
-            let _ = err.value(py).call_method1("add_note", (format!("while decoding the state stored in {key}"),));
-        })?;
+        let state = self.batches[target.batch].decode.call1(py, (blob,))
+            .inspect_err(|err| add_note(py, err, format!("while decoding the state stored in {key}")))?;
         Ok(Stored { version: PyString::new(py, version).unbind(), state, applied: applied.unbind(), size: 0 })
     }
 }

@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
+use crate::add_note;
 use crate::events::{last_offsets, Cell, EntityEvents, Event};
 use rmpv::Value as Packed;
 
@@ -305,10 +306,9 @@ impl TilePlan {
         for (series, tiles) in self.series.iter().zip(state.series.iter_mut()) {
             let cutoff = newest - series.span;
             let column = events.column(py, &series.column)?;
-            self.fold_series(py, series, column, tiles, &parsed, cutoff).inspect_err(|err| {
-                // Which series failed (a udf's column of an unexpected type, say), kept on the error itself.
-                let _ = err.value(py).call_method1("add_note", (format!("while folding events into tile series {}", series.name),));
-            })?;
+            // Which series failed (a udf's column of an unexpected type, say), kept on the error itself.
+            self.fold_series(py, series, column, tiles, &parsed, cutoff)
+                .inspect_err(|err| add_note(py, err, format!("while folding events into tile series {}", series.name)))?;
             let expired = tiles.starts.partition_point(|&start| start <= cutoff);
             if expired > 0 {
                 tiles.starts.drain(..expired);

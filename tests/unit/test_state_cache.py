@@ -184,6 +184,15 @@ def test_a_read_that_is_not_bytes_names_the_key() -> None:
         writes.settle([["v", None, None]])  # decode_responses=True, say
 
 
+def test_a_state_that_does_not_decode_names_its_key() -> None:
+    batch = _batch((7, 0, 9))
+    writes = StateWrites(StateCache(), [batch])
+    _round(writes)
+    with pytest.raises(ValueError, match="stored tiles are not") as raised:
+        writes.settle([[b"v", b"\xc1", None]])
+    assert raised.value.__notes__ == [f"while decoding the state stored in {batch.key((7,))}"]
+
+
 def test_a_key_of_an_older_layout_is_refused_with_what_to_do() -> None:
     """Fences without a state version: reading it as empty would drop its history behind those fences."""
     batch = _batch((7, 0, 9))
